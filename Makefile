@@ -1,0 +1,69 @@
+# fpgaprune: `make prune && make hls` runs the whole flow on the embedded default config.
+# Every target creates the local virtualenv (.venv) on first use, so a fresh machine needs
+# nothing but Python 3.11 and g++.
+
+PYTHON  ?= python3.11
+VENV    ?= .venv
+CONFIG  ?= configs/mnist_cnn.yaml
+ARGS    ?=
+BIN     := $(VENV)/bin
+FP      := $(BIN)/fpgaprune
+# The official MNIST test set is used for accuracy figures when this checkout has it beside
+# it (../shared); the tool itself never needs it.
+T10K    := ../shared/data/mnist-t10k
+TEST_DATA ?= $(if $(wildcard $(T10K)/t10k-images-idx3-ubyte.gz),--test-data mnist-t10k:$(T10K),)
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: install train analyze prune transfer hls synth report test test-fast lint bench notebooks clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+train: install
+	$(FP) train --config $(CONFIG) $(TEST_DATA) $(ARGS)
+
+analyze: install
+	$(FP) analyze --config $(CONFIG) $(TEST_DATA) $(ARGS)
+
+prune: install
+	$(FP) prune --config $(CONFIG) $(TEST_DATA) $(ARGS)
+
+transfer: install
+	$(FP) transfer --config $(CONFIG) $(TEST_DATA) $(ARGS)
+
+hls: install
+	$(FP) hls --config $(CONFIG) $(TEST_DATA) $(ARGS)
+
+synth: install
+	$(FP) synth --config $(CONFIG) $(ARGS)
+
+report: install
+	$(FP) report --config $(CONFIG) $(ARGS)
+
+# The README's test command: the whole suite (slow checks included), under 20 minutes.
+# pytest exits 5 when it collects nothing; that is reported, not hidden, by the line it prints.
+test: install
+	$(BIN)/python -m pytest -q $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; fi; exit $$rc
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: install
+	$(BIN)/ruff check fpgaprune tests bench
+
+bench: install
+	$(BIN)/python bench/masked_fit.py $(ARGS)
+
+notebooks: install
+	$(BIN)/python -m pytest -q tests/test_notebooks.py
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache .ruff_cache
+	find hls_projects -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

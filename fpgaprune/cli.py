@@ -1,0 +1,53 @@
+"""The `fpgaprune` command: a thin shell over the library, one module per command.
+
+Exit codes: 0 success, 1 failure during the work, 2 bad input (config, mask spec, model
+file, data), with a one-line message naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# command -> module in fpgaprune.commands (imported only when that command runs).
+COMMANDS = {
+    "train": "train",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fpgaprune",
+        description="Prune near-zero conv kernels, retrain with them locked at 0.0, quantize "
+        "and export to FPGA HLS projects.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"fpgaprune.commands.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import FpgapruneError, one_line
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = args._run(args)
+    except FpgapruneError as exc:
+        print(f"fpgaprune: error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fpgaprune: interrupted; completed stages and checkpoints are kept", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

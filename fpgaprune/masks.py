@@ -1,0 +1,290 @@
+"""Kernel masks: the one mechanism every stage uses to keep pruned 2-D kernels at exactly 0.0.
+
+A mask is data: for each conv layer, a boolean array `pruned[cin, cout]` (True = the 2-D
+kernel `W[:, :, cin, cout]` is pruned). It lives in three interchangeable forms:
+
+- a mask spec (YAML a person edits): `conv2: [[29, 13], [4, 7]]`, see `spec.py`;
+- an npz of boolean arrays, one per layer (`save_masks` / `load_masks`);
+- a `KernelMask` Keras constraint on the layer, which serializes with the model.
+
+`apply_masks(model, masks)` returns a copy of the model whose pruned kernels are zero and
+carry a `KernelMask`. Keras applies constraints after every optimizer step inside `fit`, so
+the weights stay at 0.0 for any optimizer; `masked_optimizer` additionally zeroes the
+gradients of masked weights so optimizer state (momentum, Adam moments) never accumulates for
+them. Both cost O(weights) per step, against the convolution's O(weights x pixels x batch).
+
+    model = apply_masks(model, masks)
+    model.compile(masked_optimizer(tf.keras.optimizers.Adam()), loss, metrics)
+    model.fit(x, y, epochs=3)          # masked kernels stay exactly 0.0
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import BadInput
+from .io import atomic_path
+
+CONV_TYPES = ("Conv2D", "QConv2D")
+
+
+@tf.keras.utils.register_keras_serializable(package="fpgaprune")
+class KernelMask(tf.keras.constraints.Constraint):
+    """Constraint that zeroes the pruned 2-D kernels `W[:, :, cin, cout]` after every update.
+
+    `pruned` lists (cin, cout) pairs; the config stores that list, not a dense array, so it
+    stays small inside a saved model. `clip` keeps QKeras' default weight clipping, which a
+    layer's `kernel_constraint` would otherwise replace.
+    """
+
+    def __init__(self, kernel_shape, pruned, clip=None):
+        self.kernel_shape = [int(s) for s in kernel_shape]
+        self.pruned = sorted({(int(a), int(b)) for a, b in pruned})
+        self.clip = None if clip is None else float(clip)
+        keep = np.ones(self.kernel_shape[-2:], np.float32)
+        for cin, cout in self.pruned:
+            keep[cin, cout] = 0.0
+        self._keep = np.broadcast_to(keep, self.kernel_shape).copy()
+
+    @property
+    def keep(self) -> np.ndarray:
+        """The 0/1 multiplier, shape of the kernel (1 = kept)."""
+        return self._keep
+
+    def __call__(self, w):
+        if self.clip is not None:
+            w = tf.clip_by_value(w, -self.clip, self.clip)
+        # where(), not w * keep: a negative weight times 0.0 would give -0.0.
+        return tf.where(tf.constant(self._keep, dtype=tf.bool), w, tf.zeros_like(w))
+
+    def mask_gradient(self, grad):
+        return grad * tf.constant(self._keep, dtype=grad.dtype)
+
+    def get_config(self):
+        return {"kernel_shape": self.kernel_shape, "pruned": [list(p) for p in self.pruned], "clip": self.clip}
+
+
+@tf.keras.utils.register_keras_serializable(package="fpgaprune")
+class ChannelMask(tf.keras.constraints.Constraint):
+    """Constraint that zeroes chosen entries of a bias vector (fully pruned output channels)."""
+
+    def __init__(self, size, pruned, clip=None):
+        self.size = int(size)
+        self.pruned = sorted({int(c) for c in pruned})
+        self.clip = None if clip is None else float(clip)
+        self._keep = np.ones(self.size, np.float32)
+        self._keep[self.pruned] = 0.0
+
+    @property
+    def keep(self) -> np.ndarray:
+        return self._keep
+
+    def __call__(self, w):
+        if self.clip is not None:
+            w = tf.clip_by_value(w, -self.clip, self.clip)
+        return tf.where(tf.constant(self._keep, dtype=tf.bool), w, tf.zeros_like(w))
+
+    def mask_gradient(self, grad):
+        return grad * tf.constant(self._keep, dtype=grad.dtype)
+
+    def get_config(self):
+        return {"size": self.size, "pruned": self.pruned, "clip": self.clip}
+
+
+MASK_CONSTRAINTS = (KernelMask, ChannelMask)
+
+
+def conv_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Every Conv2D / QConv2D layer, in model order (the layers a mask may name)."""
+    return [layer for layer in _all_layers(model) if type(layer).__name__ in CONV_TYPES]
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def check_masks(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> None:
+    """Raise BadInput unless every mask names a conv layer of `model` with the right shape."""
+    convs = {layer.name: layer for layer in conv_layers(model)}
+    others = {layer.name: layer for layer in _all_layers(model)}
+    for name, pruned in masks.items():
+        if name not in convs:
+            if name in others:
+                kind = type(others[name]).__name__
+                raise BadInput(f"mask: layer {name!r} is a {kind}, not a Conv2D/QConv2D layer")
+            raise BadInput(f"mask: no layer named {name!r} (conv layers: {', '.join(convs) or 'none'})")
+        shape = tuple(convs[name].kernel.shape[-2:])
+        if tuple(np.shape(pruned)) != shape:
+            raise BadInput(
+                f"mask: layer {name!r} has {shape[0]} input x {shape[1]} output channels, "
+                f"but its mask is {tuple(np.shape(pruned))}"
+            )
+
+
+def empty_masks(model: tf.keras.Model) -> dict[str, np.ndarray]:
+    """All-False masks (nothing pruned) for every conv layer."""
+    return {layer.name: np.zeros(layer.kernel.shape[-2:], bool) for layer in conv_layers(model)}
+
+
+def masks_of(model: tf.keras.Model) -> dict[str, np.ndarray]:
+    """The masks carried by a model's KernelMask constraints (layers without one: omitted)."""
+    out = {}
+    for layer in conv_layers(model):
+        c = getattr(layer, "kernel_constraint", None)
+        if isinstance(c, KernelMask):
+            pruned = np.zeros(c.kernel_shape[-2:], bool)
+            for cin, cout in c.pruned:
+                pruned[cin, cout] = True
+            out[layer.name] = pruned
+    return out
+
+
+def apply_masks(model: tf.keras.Model, masks: dict[str, np.ndarray], prune_bias: bool = False) -> tf.keras.Model:
+    """A copy of `model` whose pruned kernels are 0.0 and locked there by KernelMask.
+
+    Layers not named in `masks` keep their own constraints. With `prune_bias`, the bias of an
+    output channel whose kernels are all pruned is zeroed and locked too.
+    """
+    check_masks(model, masks)
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer.name in masks:
+            pruned = np.argwhere(masks[layer.name])
+            clip = _default_clip(layer)
+            config["kernel_constraint"] = KernelMask(layer.kernel.shape, pruned, clip)
+            if prune_bias and layer.use_bias:
+                dead = np.flatnonzero(masks[layer.name].all(axis=0))
+                config["bias_constraint"] = ChannelMask(layer.bias.shape[0], dead, _default_clip(layer, "bias"))
+        return layer.__class__.from_config(config)
+
+    clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    enforce_masks(clone)
+    return clone
+
+
+def _default_clip(layer, which: str = "kernel") -> float | None:
+    """QKeras layers clip their weights to the quantizer's range by default; keep that."""
+    quantizer = getattr(layer, f"{which}_quantizer_internal", None)
+    if quantizer is None:
+        return None
+    existing = getattr(layer, f"{which}_constraint", None)
+    if isinstance(existing, MASK_CONSTRAINTS):
+        return existing.clip
+    if existing is not None and hasattr(existing, "max_value"):
+        return float(existing.max_value)
+    return float(max(1, quantizer.max())) if hasattr(quantizer, "max") else 1.0
+
+
+def enforce_masks(model: tf.keras.Model) -> None:
+    """Apply every mask constraint to its weights now (after loading, or after set_weights)."""
+    for layer in _all_layers(model):
+        for which in ("kernel", "bias"):
+            c = getattr(layer, f"{which}_constraint", None)
+            var = getattr(layer, which, None)
+            if isinstance(c, MASK_CONSTRAINTS) and var is not None:
+                var.assign(c(var))
+
+
+def strip_masks(model: tf.keras.Model) -> tf.keras.Model:
+    """A copy without mask constraints (the zeros stay): for tools that do not know them."""
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        for which in ("kernel", "bias"):
+            if isinstance(getattr(layer, f"{which}_constraint", None), MASK_CONSTRAINTS):
+                config[f"{which}_constraint"] = None
+        return layer.__class__.from_config(config)
+
+    clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def masked_max_abs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = None) -> float:
+    """The largest |w| over all masked weights: 0.0 when the invariant holds."""
+    masks = masks_of(model) if masks is None else masks
+    worst = 0.0
+    layers = {layer.name: layer for layer in conv_layers(model)}
+    for name, pruned in masks.items():
+        kernel = np.asarray(layers[name].kernel.numpy())
+        if pruned.any():
+            worst = max(worst, float(np.abs(kernel[:, :, pruned]).max()))
+    return worst
+
+
+class _MaskGradients:
+    """Mixin for a Keras optimizer: zero the gradient of masked weights before the update."""
+
+    def apply_gradients(self, grads_and_vars, *args, **kwargs):
+        masked = []
+        for grad, var in grads_and_vars:
+            c = getattr(var, "constraint", None)
+            if grad is not None and isinstance(c, MASK_CONSTRAINTS):
+                grad = c.mask_gradient(grad)
+            masked.append((grad, var))
+        return super().apply_gradients(masked, *args, **kwargs)
+
+
+def masked_optimizer(optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.optimizers.Optimizer:
+    """A fresh optimizer of the same kind and settings that also masks gradients."""
+    if isinstance(optimizer, _MaskGradients):
+        return optimizer
+    base = type(optimizer)
+    cls = type(f"Masked{base.__name__}", (_MaskGradients, base), {})
+    return cls.from_config(optimizer.get_config())
+
+
+def save_masks(masks: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write the boolean masks as an npz (atomically: a reader never sees half a file)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v, bool) for k, v in masks.items()})
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())
+
+
+def load_masks(path: str | Path) -> dict[str, np.ndarray]:
+    """Read masks written by `save_masks`; anything else is a BadInput."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"masks {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            masks = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise BadInput(f"masks {path}: not a readable .npz file ({type(exc).__name__})") from None
+    for name, arr in masks.items():
+        if arr.dtype != bool or arr.ndim != 2:
+            raise BadInput(f"masks {path}: {name!r} is {arr.dtype} {arr.shape}, expected a 2-D boolean array")
+    return masks
+
+
+def count_pruned(masks: dict[str, np.ndarray]) -> dict[str, int]:
+    return {name: int(np.count_nonzero(m)) for name, m in masks.items()}
+
+
+__all__ = [
+    "KernelMask",
+    "ChannelMask",
+    "apply_masks",
+    "check_masks",
+    "conv_layers",
+    "count_pruned",
+    "empty_masks",
+    "enforce_masks",
+    "load_masks",
+    "masked_max_abs",
+    "masked_optimizer",
+    "masks_of",
+    "save_masks",
+    "strip_masks",
+]

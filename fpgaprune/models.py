@@ -1,0 +1,177 @@
+"""Models: the reference CNN, a user's model (file or Python function), and saving/loading.
+
+The reference CNN keeps the layer names of the question fpgaprune answers (`conv1`, `conv2`,
+`fc1`, `fc2`): mask specs and notebooks refer to them. Loading a file that holds Lambda layers
+or unknown custom classes is refused unless the user allows custom code, because
+deserializing them can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import tensorflow as tf
+
+from .config import ModelConfig
+from .errors import BadInput
+from .io import atomic_path
+
+MODEL_FILE = "model.h5"
+
+# Layer classes a saved model may hold without `allow_custom_code`.
+_SAFE_MODULES = ("keras", "tensorflow", "qkeras")
+
+
+def build_reference_cnn(cfg: ModelConfig) -> tf.keras.Model:
+    """conv1 -> ReLU -> pool -> conv2 -> ReLU -> pool -> flatten -> fc1 (ReLU, dropout) -> fc2."""
+    layers = tf.keras.layers
+    x = inputs = layers.Input(shape=tuple(cfg.input_shape), name="input")
+    size = cfg.input_shape[0]
+    for i, filters in enumerate(cfg.conv_filters, start=1):
+        if size - cfg.kernel_size + 1 < 1:
+            raise BadInput(f"model.conv_filters: conv{i} has no output pixels left (input too small)")
+        x = layers.Conv2D(filters, cfg.kernel_size, name=f"conv{i}")(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        size -= cfg.kernel_size - 1
+        if size >= 2:
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+            size //= 2
+    x = layers.Flatten(name="flatten")(x)
+    n_fc = 1
+    if cfg.fc_units:
+        x = layers.Dense(cfg.fc_units, name="fc1")(x)
+        x = layers.Activation("relu", name="relu_fc1")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name="dropout")(x)
+        n_fc = 2
+    x = layers.Dense(cfg.num_classes, name=f"fc{n_fc}")(x)
+    outputs = layers.Activation("softmax", name="softmax")(x)
+    return tf.keras.Model(inputs, outputs, name="reference_cnn")
+
+
+def build_model(cfg: ModelConfig) -> tf.keras.Model:
+    """The model the config names: reference, file:PATH or python:module:function."""
+    if cfg.source == "reference":
+        return build_reference_cnn(cfg)
+    if cfg.source.startswith("file:"):
+        return load_model_file(cfg.source.removeprefix("file:"), allow_custom_code=cfg.allow_custom_code)
+    target = cfg.source.removeprefix("python:")
+    module_name, _, func_name = target.partition(":")
+    if not module_name or not func_name:
+        raise BadInput(f"model.source: {cfg.source!r} should be python:package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BadInput(f"model.source: cannot import {module_name!r} ({exc})") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise BadInput(f"model.source: {module_name} has no function {func_name!r}")
+    model = func()
+    if not isinstance(model, tf.keras.Model):
+        raise BadInput(f"model.source: {target} returned {type(model).__name__}, not a Keras model")
+    return model
+
+
+def custom_objects() -> dict:
+    """Classes a saved fpgaprune model may contain: QKeras layers/quantizers and our masks."""
+    from qkeras.utils import _add_supported_quantized_objects
+
+    from . import masks
+
+    objects: dict = {"KernelMask": masks.KernelMask, "ChannelMask": masks.ChannelMask}
+    _add_supported_quantized_objects(objects)
+    return objects
+
+
+def _model_config_of(path: Path) -> str | None:
+    """The JSON model config stored in an .h5 / .keras file, read without deserializing."""
+    if path.suffix == ".h5":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+        return raw.decode() if isinstance(raw, bytes) else raw
+    if path.suffix == ".keras":
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:
+            return z.read("config.json").decode()
+    meta = path / "keras_metadata.pb"
+    return meta.read_bytes().decode("latin-1") if meta.is_file() else None
+
+
+def _unsafe_classes(config_text: str) -> list[str]:
+    """Lambda layers and classes outside Keras/QKeras/fpgaprune found in a model config."""
+    known = set(custom_objects())
+    found = []
+    if re.search(r'"class_name":\s*"Lambda"', config_text):
+        found.append("Lambda")  # also catches SavedModel metadata, which is not plain JSON
+    try:
+        config = json.loads(config_text)
+    except json.JSONDecodeError:
+        return found
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            cls, module = node.get("class_name"), node.get("module")
+            if isinstance(cls, str) and isinstance(module, str):
+                if not module.startswith(_SAFE_MODULES) and cls not in known:
+                    found.append(cls)
+            elif isinstance(cls, str) and ">" in cls and cls.split(">")[-1] not in known:
+                found.append(cls)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def load_model_file(path: str | Path, allow_custom_code: bool = False) -> tf.keras.Model:
+    """Load a user's .h5 / .keras / SavedModel; bad files are a one-line BadInput."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"model {path}: no such file or folder")
+    is_savedmodel = path.is_dir() and (path / "saved_model.pb").is_file()
+    if path.is_dir() and not is_savedmodel:
+        raise BadInput(f"model {path}: a folder without saved_model.pb is not a SavedModel")
+    if not path.is_dir() and path.suffix not in (".h5", ".keras"):
+        raise BadInput(f"model {path}: unknown format; expected .h5, .keras or a SavedModel folder")
+    try:
+        config_text = _model_config_of(path)
+    except Exception as exc:
+        raise BadInput(f"model {path}: not a readable Keras model file ({type(exc).__name__})") from None
+    if config_text is None and not is_savedmodel:
+        raise BadInput(f"model {path}: holds weights only, no model architecture")
+    if config_text and not allow_custom_code:
+        unsafe = _unsafe_classes(config_text)
+        if unsafe:
+            raise BadInput(
+                f"model {path}: contains {', '.join(sorted(set(unsafe)))}; loading it can run "
+                "arbitrary code, so it is refused (set model.allow_custom_code: true or pass "
+                "--allow-custom-code if you trust the file)"
+            )
+    try:
+        if allow_custom_code and path.suffix == ".keras":
+            tf.keras.config.enable_unsafe_deserialization()  # pragma: no cover
+        model = tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"model {path}: cannot be loaded ({first})") from None
+    if not isinstance(model, tf.keras.Model) or not hasattr(model, "layers"):
+        raise BadInput(f"model {path}: is not a Keras model")
+    return model
+
+
+def save_model(model: tf.keras.Model, path: str | Path) -> None:
+    """Save as .h5 without optimizer state, atomically (the architecture, weights, masks)."""
+    path = Path(path)
+    with atomic_path(path.with_suffix(".h5")) as tmp:
+        model.save(tmp, include_optimizer=False, save_format="h5")
+
+
+def load_saved_model(folder: str | Path) -> tf.keras.Model:
+    """Load the model a stage saved into `folder` (our own output: custom code allowed)."""
+    return load_model_file(Path(folder) / MODEL_FILE, allow_custom_code=True)

@@ -1,0 +1,118 @@
+"""The mask spec: a YAML file a person reads and edits, listing the kernels to prune.
+
+    # W[:, :, cin, cout] of each layer listed here is fixed at 0.0
+    conv2: [[29, 13], [4, 7]]
+
+`read_mask_spec` / `parse_mask_spec` check the structure; `spec_to_masks` checks it against a
+model (layer exists, is a conv layer, indices in range) and returns boolean masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import BadInput
+from .io import atomic_path
+from .masks import check_masks, conv_layers
+
+MaskSpec = dict[str, list[tuple[int, int]]]
+
+HEADER = (
+    "# fpgaprune mask spec: for each conv layer, the 2-D kernels W[:, :, cin, cout] to prune,\n"
+    "# as [cin, cout] pairs. Pruned kernels are fixed at exactly 0.0 from here on.\n"
+    "# Edit freely: add or remove pairs, or a whole layer.\n"
+)
+
+
+def parse_mask_spec(data: object, source: str = "mask spec") -> MaskSpec:
+    """Validate the structure of parsed YAML (no model needed)."""
+    if data is None:
+        raise BadInput(f"{source}: empty; expected e.g. 'conv2: [[29, 13]]'")
+    if not isinstance(data, dict):
+        raise BadInput(f"{source}: expected a mapping of layer name to [cin, cout] pairs, got {type(data).__name__}")
+    spec: MaskSpec = {}
+    for layer, pairs in data.items():
+        if not isinstance(layer, str):
+            raise BadInput(f"{source}: layer name {layer!r} is not a string")
+        if pairs is None:
+            pairs = []
+        if not isinstance(pairs, list):
+            raise BadInput(f"{source}: {layer}: expected a list of [cin, cout] pairs, got {pairs!r}")
+        seen: set[tuple[int, int]] = set()
+        for i, pair in enumerate(pairs):
+            ok = (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            )
+            if not ok:
+                raise BadInput(f"{source}: {layer}[{i}]: expected a pair [cin, cout] of integers, got {pair!r}")
+            if min(pair) < 0:
+                raise BadInput(f"{source}: {layer}[{i}]: negative index in {pair}")
+            key = (pair[0], pair[1])
+            if key in seen:
+                raise BadInput(f"{source}: {layer}[{i}]: duplicate entry {pair}")
+            seen.add(key)
+        spec[layer] = sorted(seen)
+    return spec
+
+
+def read_mask_spec(path: str | Path) -> MaskSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"mask spec {path}: no such file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise BadInput(f"mask spec {path}: not a text file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadInput(f"mask spec {path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_mask_spec(data, f"mask spec {path}")
+
+
+def spec_to_masks(spec: MaskSpec, model, source: str = "mask spec") -> dict[str, np.ndarray]:
+    """Boolean masks (True = pruned) for the layers the spec names, checked against `model`."""
+    shapes = {layer.name: tuple(layer.kernel.shape[-2:]) for layer in conv_layers(model)}
+    masks = {}
+    for name, pairs in spec.items():
+        if name in shapes:
+            n_in, n_out = shapes[name]
+            for cin, cout in pairs:
+                if cin >= n_in or cout >= n_out:
+                    raise BadInput(
+                        f"{source}: {name}: [{cin}, {cout}] is out of range; the layer has "
+                        f"cin 0..{n_in - 1}, cout 0..{n_out - 1}"
+                    )
+            pruned = np.zeros((n_in, n_out), bool)
+            for cin, cout in pairs:
+                pruned[cin, cout] = True
+            masks[name] = pruned
+        else:
+            masks[name] = np.zeros((0, 0), bool)  # check_masks names the problem
+    try:
+        check_masks(model, masks)
+    except BadInput as exc:
+        raise BadInput(f"{source}: {str(exc).removeprefix('mask: ')}") from None
+    return masks
+
+
+def masks_to_spec(masks: dict[str, np.ndarray]) -> MaskSpec:
+    return {name: [(int(a), int(b)) for a, b in np.argwhere(m)] for name, m in masks.items()}
+
+
+def format_mask_spec(spec: MaskSpec) -> str:
+    lines = [HEADER.rstrip("\n")]
+    for name, pairs in spec.items():
+        body = ", ".join(f"[{a}, {b}]" for a, b in pairs)
+        lines.append(f"{name}: [{body}]  # {len(pairs)} kernels")
+    return "\n".join(lines) + "\n"
+
+
+def write_mask_spec(spec: MaskSpec, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(format_mask_spec(spec))

@@ -1,0 +1,152 @@
+"""Baseline training, and the `fit` helpers every training stage shares.
+
+Training is plain Keras `fit` with callbacks, so progress bars, early stopping and
+checkpoints work the same in every stage; `train_baseline` is the first stage of a run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from .config import Config, TrainConfig
+from .data import Dataset
+from .masks import masked_optimizer
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TF, and ask TF for deterministic kernels."""
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0, nesterov: bool = False):
+    """A Keras optimizer by name: sgd (momentum, nesterov), rmsprop (momentum) or adam."""
+    if name == "sgd":
+        return tf.keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov)
+    if name == "rmsprop":
+        return tf.keras.optimizers.RMSprop(learning_rate, momentum=momentum)
+    if name == "adam":
+        return tf.keras.optimizers.Adam(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def optimizer_from(cfg: TrainConfig, optimizer: str | None = None, learning_rate: float | None = None):
+    """The train section's optimizer, with a stage's optional overrides."""
+    return make_optimizer(
+        optimizer or cfg.optimizer,
+        learning_rate or cfg.learning_rate,
+        cfg.momentum if (optimizer or cfg.optimizer) != "adam" else 0.0,
+        cfg.nesterov and (optimizer or cfg.optimizer) == "sgd",
+    )
+
+
+def compile_model(model: tf.keras.Model, optimizer, masked: bool = True) -> tf.keras.Model:
+    """Compile for integer labels; `masked` wraps the optimizer so masked gradients are zero."""
+    model.compile(
+        optimizer=masked_optimizer(optimizer) if masked else optimizer,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    history: dict[str, list[float]]
+    epoch_seconds: list[float]
+
+
+class EpochTimer(tf.keras.callbacks.Callback):
+    """Records the wall time of every epoch (for summaries and benchmarks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def fit(
+    model: tf.keras.Model,
+    data: Dataset,
+    epochs: int,
+    batch_size: int,
+    *,
+    patience: int | None = None,
+    callbacks: list | None = None,
+    verbose: int = 1,
+    initial_epoch: int = 0,
+) -> FitResult:
+    """`model.fit` on the dataset's train split, validating on its validation split."""
+    timer = EpochTimer()
+    cbs = [timer, *(callbacks or [])]
+    has_val = len(data.x_val) > 0
+    if patience and has_val:
+        cbs.append(
+            tf.keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=patience, restore_best_weights=True
+            )
+        )
+    history = model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        validation_data=(data.x_val, data.y_val) if has_val else None,
+        callbacks=cbs,
+        verbose=verbose,
+        shuffle=True,
+    )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return FitResult(len(timer.seconds), hist, timer.seconds)
+
+
+def accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float | None:
+    """Top-1 accuracy, or None for an empty split."""
+    if len(x) == 0:
+        return None
+    pred = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(pred, axis=-1) == y))
+
+
+def evaluate(model: tf.keras.Model, data: Dataset) -> dict[str, float | None]:
+    """Validation and test accuracy (None where the dataset has no such split)."""
+    return {
+        "val_accuracy": accuracy(model, data.x_val, data.y_val),
+        "test_accuracy": accuracy(model, data.x_test, data.y_test),
+    }
+
+
+def train_baseline(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1):
+    """Train `model` from the config's train section; return it with its summary dict."""
+    set_seed(cfg.seed)
+    t = cfg.train
+    compile_model(model, optimizer_from(t), masked=False)
+    result = fit(model, data, t.epochs, t.batch_size, patience=t.early_stopping_patience, verbose=verbose)
+    scores = evaluate(model, data)
+    summary = {
+        "stage": "baseline",
+        **scores,
+        "params": int(model.count_params()),
+        "epochs": result.epochs,
+        "epoch_seconds": result.epoch_seconds,
+        "optimizer": t.optimizer,
+        "learning_rate": t.learning_rate,
+        "batch_size": t.batch_size,
+        "dataset": data.name,
+        "test_dataset": data.test_name if len(data.x_test) else None,
+        "split_sizes": data.sizes(),
+        "seed": cfg.seed,
+        "history": result.history,
+    }
+    return model, summary
