@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import warnings
 from pathlib import Path
 
 import tensorflow as tf
@@ -168,7 +169,8 @@ def load_model_file(path: str | Path, allow_custom_code: bool = False) -> tf.ker
 def save_model(model: tf.keras.Model, path: str | Path) -> None:
     """Save as .h5 without optimizer state, atomically (the architecture, weights, masks)."""
     path = Path(path)
-    with atomic_path(path.with_suffix(".h5")) as tmp:
+    with atomic_path(path.with_suffix(".h5")) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
         model.save(tmp, include_optimizer=False, save_format="h5")
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import BadInput
 from ..models import build_model
 from ..runs import has_stage, load_data, save_stage, stage_dir
-from ..errors import BadInput
 from .common import add_run_arguments, config_from_args, verbosity
 
 HELP = "train the baseline model (runs/<name>/baseline/)"

@@ -1,0 +1,194 @@
+"""Masked retraining: prune 2-D kernels, then retrain with them locked at exactly 0.0.
+
+Two modes, both plain functions returning `(model, summary)` and never changing their input:
+
+- `prune_oneshot(model, masks, data, cfg)`: zero the given kernels, retrain once;
+- `prune_gradual(model, data, cfg)`: prune a growing fraction (the config's schedule),
+  retraining after each step, until the validation accuracy would fall more than
+  `prune.max_accuracy_drop` below the baseline's; the last model within budget is kept.
+
+The masking itself is `masks.apply_masks` + `train.compile_model` (a KernelMask constraint and
+masked gradients inside ordinary Keras `fit`), so callbacks, checkpoints and early stopping
+work as in any training.
+
+    model, summary = prune_gradual(baseline, data, cfg)
+    summary["kernels_pruned"]["conv2"], summary["masked_max_abs"]   # e.g. 870, 0.0
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from .analyze import check_layers, kernel_counts, kernel_norms, macs, propose
+from .config import Config, PruneConfig, config_to_dict
+from .data import Dataset
+from .errors import BadInput
+from .masks import apply_masks, masked_max_abs, masks_of
+from .train import FitResult, compile_model, evaluate, fit, optimizer_from, set_seed
+
+
+def fraction_schedule(p: PruneConfig) -> list[float]:
+    """The fractions gradual mode tries in turn: `schedule`, or step, 2*step, ... max_fraction."""
+    if p.schedule:
+        return [float(f) for f in p.schedule]
+    n = int(np.floor(p.max_fraction / p.step + 1e-9))
+    steps = [round(p.step * i, 6) for i in range(1, n + 1)]
+    if not steps or steps[-1] < p.max_fraction - 1e-9:
+        steps.append(p.max_fraction)
+    return steps
+
+
+def masked_retrain(
+    model: tf.keras.Model,
+    masks: dict[str, np.ndarray],
+    data: Dataset,
+    cfg: Config,
+    *,
+    epochs: int | None = None,
+    verbose: int = 1,
+    callbacks: list | None = None,
+) -> tuple[tf.keras.Model, FitResult]:
+    """A copy of `model` with `masks` applied, trained with the masked kernels locked at 0.0."""
+    p = cfg.prune
+    pruned = apply_masks(model, masks, prune_bias=p.prune_bias)
+    compile_model(pruned, optimizer_from(cfg.train, p.optimizer, p.learning_rate), masked=True)
+    epochs = p.epochs if epochs is None else epochs
+    if epochs == 0:
+        return pruned, FitResult(0, {}, [])
+    result = fit(pruned, data, epochs, cfg.train.batch_size, callbacks=callbacks, verbose=verbose)
+    return pruned, result
+
+
+def prune_oneshot(
+    model: tf.keras.Model,
+    masks: dict[str, np.ndarray],
+    data: Dataset,
+    cfg: Config,
+    *,
+    verbose: int = 1,
+    callbacks: list | None = None,
+) -> tuple[tf.keras.Model, dict]:
+    """Zero the `masks` kernels of a copy of `model` and retrain it once."""
+    start = time.perf_counter()
+    baseline = evaluate(model, data)
+    set_seed(cfg.seed)
+    pruned, result = masked_retrain(model, masks, data, cfg, verbose=verbose, callbacks=callbacks)
+    after = evaluate(pruned, data)
+    all_masks = {**masks_of(pruned), **masks}
+    history = [
+        _round(0, 0.0, {}, baseline, None, True),
+        _round(1, _fraction(pruned, all_masks), all_masks, after, result, True),
+    ]
+    summary = prune_summary(pruned, all_masks, baseline, after, cfg, "oneshot", history, time.perf_counter() - start)
+    return pruned, summary
+
+
+def prune_gradual(
+    model: tf.keras.Model,
+    data: Dataset,
+    cfg: Config,
+    *,
+    verbose: int = 0,
+    progress: bool = True,
+    callbacks: list | None = None,
+) -> tuple[tf.keras.Model, dict]:
+    """Prune more and retrain, round by round, while validation accuracy stays within budget."""
+    p = cfg.prune
+    if p.select not in ("fraction", "global_fraction"):
+        raise BadInput(f"prune.select: gradual mode raises a fraction; use 'fraction' or 'global_fraction', not {p.select!r}")
+    if len(data.x_val) == 0:
+        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+    start = time.perf_counter()
+    layers = check_layers(model, p.layers)
+    baseline = evaluate(model, data)
+    floor = baseline["val_accuracy"] - p.max_accuracy_drop
+    set_seed(cfg.seed)
+
+    kept_model, kept_masks, kept_scores = model, masks_of(model), baseline
+    history = [_round(0, 0.0, {}, baseline, None, True)]
+    rounds = tqdm(fraction_schedule(p), desc="gradual pruning", unit="round", disable=not progress)
+    for i, fraction in enumerate(rounds, start=1):
+        norms = kernel_norms(kept_model, p.norm, p.normalize)
+        masks = propose(norms, p.select, fraction=fraction, layers=layers, already=kept_masks)
+        candidate, result = masked_retrain(kept_model, masks, data, cfg, verbose=verbose, callbacks=callbacks)
+        scores = evaluate(candidate, data)
+        within = scores["val_accuracy"] >= floor - 1e-9
+        history.append(_round(i, fraction, masks, scores, result, within))
+        if progress:
+            rounds.write(_round_line(history[-1], floor))
+        if not within:
+            break
+        kept_model, kept_masks, kept_scores = candidate, masks, scores
+
+    if kept_model is model:  # not even the first step fitted the budget: an unpruned copy
+        kept_model = apply_masks(model, kept_masks)
+    summary = prune_summary(
+        kept_model, kept_masks, baseline, kept_scores, cfg, "gradual", history, time.perf_counter() - start
+    )
+    summary["val_accuracy_floor"] = floor
+    return kept_model, summary
+
+
+def _fraction(model, masks) -> float:
+    counts = kernel_counts(model, masks)
+    pruned = [counts[name] for name in masks if counts[name]["kernels"]]
+    return sum(c["pruned"] for c in pruned) / max(1, sum(c["kernels"] for c in pruned))
+
+
+def _round(index, fraction, masks, scores, result: FitResult | None, within: bool) -> dict:
+    return {
+        "round": index,
+        "fraction": float(fraction),
+        "kernels_pruned": {name: int(np.count_nonzero(m)) for name, m in masks.items()},
+        "val_accuracy": scores["val_accuracy"],
+        "test_accuracy": scores["test_accuracy"],
+        "epochs": result.epochs if result else 0,
+        "seconds": float(sum(result.epoch_seconds)) if result else 0.0,
+        "within_budget": within,
+    }
+
+
+def _round_line(row: dict, floor: float) -> str:
+    pruned = ", ".join(f"{k} {v}" for k, v in row["kernels_pruned"].items())
+    test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
+    verdict = "kept" if row["within_budget"] else f"over budget (val < {floor:.4f}): stop"
+    return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): val {row['val_accuracy']:.4f}{test}: {verdict}"
+
+
+def prune_summary(
+    model: tf.keras.Model,
+    masks: dict[str, np.ndarray],
+    baseline: dict,
+    after: dict,
+    cfg: Config,
+    mode: str,
+    history: list[dict],
+    seconds: float,
+) -> dict:
+    """The pruned stage's summary.json: kernels, MACs, accuracy before/after, the invariant."""
+    counts = kernel_counts(model, masks)
+    cost = macs(model, masks)
+    metric = "test_accuracy" if after["test_accuracy"] is not None else "val_accuracy"
+    return {
+        "stage": "pruned",
+        "mode": mode,
+        "kernels_total": {name: row["kernels"] for name, row in counts.items()},
+        "kernels_pruned": {name: row["pruned"] for name, row in counts.items()},
+        "macs_before": {**{k: v[0] for k, v in cost.items()}, "total": sum(v[0] for v in cost.values())},
+        "macs_after": {**{k: v[1] for k, v in cost.items()}, "total": sum(v[1] for v in cost.values())},
+        "accuracy_metric": metric,
+        "accuracy_baseline": baseline[metric],
+        "accuracy_after": after[metric],
+        "val_accuracy_baseline": baseline["val_accuracy"],
+        "val_accuracy_after": after["val_accuracy"],
+        "test_accuracy_baseline": baseline["test_accuracy"],
+        "test_accuracy_after": after["test_accuracy"],
+        "masked_max_abs": masked_max_abs(model, masks),
+        "history": history,
+        "seconds": seconds,
+        "prune_config": config_to_dict(cfg)["prune"],
+    }

@@ -1,0 +1,55 @@
+"""Shared fixtures: small data, a small reference model, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+T10K = ROOT.parent / "shared" / "data" / "mnist-t10k"
+
+
+@pytest.fixture(scope="session")
+def t10k_path() -> Path:
+    """The official MNIST test set beside the checkout (present on developer machines and CI)."""
+    assert (T10K / "t10k-images-idx3-ubyte.gz").is_file(), f"expected the MNIST test set at {T10K}"
+    return T10K
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    from fpgaprune.data import load_dataset
+
+    return load_dataset("mnist-5k", limit=600, validation_fraction=0.1, seed=0)
+
+
+@pytest.fixture()
+def reference_model():
+    from fpgaprune.config import ModelConfig
+    from fpgaprune.models import build_reference_cnn
+
+    return build_reference_cnn(ModelConfig())
+
+
+def run_cli(*args: str, cwd: Path | str = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `fpgaprune ARGS` in a fresh process, as a user would."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "fpgaprune.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """The lines of stderr that fpgaprune itself printed (TF may log its own noise)."""
+    return [line for line in proc.stderr.splitlines() if line.startswith("fpgaprune:")]
