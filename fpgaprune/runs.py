@@ -25,6 +25,11 @@ def stage_dir(cfg: Config, stage: str) -> Path:
     return cfg.run_dir / stage
 
 
+def checkpoint_dir(cfg: Config, stage: str) -> Path:
+    """Where a training stage keeps its per-epoch checkpoints until the stage is saved."""
+    return cfg.run_dir / ".checkpoints" / stage
+
+
 def has_stage(cfg: Config, stage: str) -> bool:
     folder = stage_dir(cfg, stage)
     return (folder / MODEL_FILE).is_file() and (folder / SUMMARY_FILE).is_file()

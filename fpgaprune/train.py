@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from .checkpoint import TrainingCheckpoint, epoch_batches
 from .config import Config, TrainConfig
 from .data import Dataset
 from .masks import masked_optimizer
 
 
 def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TF, and ask TF for deterministic kernels."""
+    """Seed Python, NumPy and TF, and ask TF for deterministic kernels.
+
+    Dropout then draws from a `tf.random.Generator` (for layers built after this call), whose
+    state a checkpoint can save, so a resumed run draws the same masks as an unbroken one.
+    """
+    tf.keras.backend.experimental.enable_tf_random_generator()
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -75,18 +82,37 @@ class EpochTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class RecordHistory(tf.keras.callbacks.Callback):
+    """Appends each epoch's logs to `history` (which a resumed run starts from)."""
+
+    def __init__(self, history: dict[str, list[float]]):
+        super().__init__()
+        self.history_so_far = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history_so_far.setdefault(key, []).append(float(value))
+
+
 def fit(
     model: tf.keras.Model,
     data: Dataset,
     epochs: int,
     batch_size: int,
     *,
+    seed: int = 0,
     patience: int | None = None,
     callbacks: list | None = None,
     verbose: int = 1,
-    initial_epoch: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> FitResult:
-    """`model.fit` on the dataset's train split, validating on its validation split."""
+    """`model.fit` on the train split, validating on the validation split.
+
+    Epoch e sees the training images in an order fixed by (seed, e). With `checkpoint_dir`,
+    weights, optimizer and dropout state are saved after every epoch; `resume` restores the
+    last of them and continues, reaching the same weights as an uninterrupted run.
+    """
     timer = EpochTimer()
     cbs = [timer, *(callbacks or [])]
     has_val = len(data.x_val) > 0
@@ -96,19 +122,26 @@ def fit(
                 monitor="val_accuracy", patience=patience, restore_best_weights=True
             )
         )
-    history = model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=batch_size,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        validation_data=(data.x_val, data.y_val) if has_val else None,
-        callbacks=cbs,
-        verbose=verbose,
-        shuffle=True,
-    )
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    return FitResult(len(timer.seconds), hist, timer.seconds)
+    first_epoch, history = 0, {}
+    checkpoint = TrainingCheckpoint(checkpoint_dir, model) if checkpoint_dir is not None else None
+    if checkpoint is not None and resume:
+        state = checkpoint.restore()
+        first_epoch, history = int(state["epoch"]), state["history"]
+    cbs.append(RecordHistory(history))
+    if checkpoint is not None:
+        cbs.append(checkpoint.callback(history))
+    steps = -(-len(data.x_train) // batch_size)
+    if first_epoch < epochs:
+        model.fit(
+            epoch_batches(data.x_train, data.y_train, batch_size, seed, first_epoch, epochs),
+            steps_per_epoch=steps,
+            epochs=epochs,
+            initial_epoch=first_epoch,
+            validation_data=(data.x_val, data.y_val) if has_val else None,
+            callbacks=cbs,
+            verbose=verbose,
+        )
+    return FitResult(len(history.get("loss", [])), history, timer.seconds)
 
 
 def accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float | None:
@@ -127,12 +160,24 @@ def evaluate(model: tf.keras.Model, data: Dataset) -> dict[str, float | None]:
     }
 
 
-def train_baseline(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1):
-    """Train `model` from the config's train section; return it with its summary dict."""
-    set_seed(cfg.seed)
+def train_baseline(
+    model: tf.keras.Model,
+    data: Dataset,
+    cfg: Config,
+    verbose: int = 1,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+):
+    """Train `model` from the config's train section; return it with its summary dict.
+
+    Call `set_seed(cfg.seed)` before building `model`, so its initial weights are seeded too.
+    """
     t = cfg.train
     compile_model(model, optimizer_from(t), masked=False)
-    result = fit(model, data, t.epochs, t.batch_size, patience=t.early_stopping_patience, verbose=verbose)
+    result = fit(
+        model, data, t.epochs, t.batch_size, seed=cfg.seed, patience=t.early_stopping_patience,
+        verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume,
+    )
     scores = evaluate(model, data)
     summary = {
         "stage": "baseline",

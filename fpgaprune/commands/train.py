@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import BadInput
 from ..models import build_model
-from ..runs import has_stage, load_data, save_stage, stage_dir
+from ..runs import checkpoint_dir, has_stage, load_data, save_stage, stage_dir
 from .common import add_run_arguments, config_from_args, verbosity
 
 HELP = "train the baseline model (runs/<name>/baseline/)"
@@ -12,18 +12,34 @@ HELP = "train the baseline model (runs/<name>/baseline/)"
 
 def add_arguments(p) -> None:
     add_run_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch checkpoint")
 
 
 def run(args) -> int:
-    from ..train import train_baseline
+    from ..checkpoint import remove_checkpoint
+    from ..train import set_seed, train_baseline
 
     cfg = config_from_args(args)
     if has_stage(cfg, "baseline") and not args.force:
         raise BadInput(f"{stage_dir(cfg, 'baseline')} already exists; pass --force to retrain it")
+    ckpt_dir = checkpoint_dir(cfg, "baseline")
+    interrupted = (ckpt_dir / "state.json").is_file()
+    if interrupted and not (args.resume or args.force):
+        raise BadInput(
+            f"{ckpt_dir} holds an interrupted run; pass --resume to continue it or --force to start over"
+        )
+    if args.resume and not interrupted:
+        raise BadInput(f"{ckpt_dir}: no interrupted run to resume; run without --resume")
     data = load_data(cfg, args.test_data)
+    set_seed(cfg.seed)
     model = build_model(cfg.model)
-    model, summary = train_baseline(model, data, cfg, verbose=verbosity(args))
+    if args.force and not args.resume:
+        remove_checkpoint(ckpt_dir)
+    model, summary = train_baseline(
+        model, data, cfg, verbose=verbosity(args), checkpoint_dir=ckpt_dir, resume=args.resume
+    )
     folder = save_stage(cfg, "baseline", model, summary, force=args.force)
+    remove_checkpoint(ckpt_dir)
     acc = summary["test_accuracy"] if summary["test_accuracy"] is not None else summary["val_accuracy"]
     which = "test" if summary["test_accuracy"] is not None else "validation"
     print(f"baseline saved to {folder}: {which} accuracy {acc:.4f}, {summary['params']} parameters")
