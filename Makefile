@@ -56,7 +56,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 lint: install
-	$(BIN)/ruff check fpgaprune tests bench
+	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/python bench/masked_fit.py $(ARGS)

@@ -104,9 +104,18 @@ def _model_config_of(path: Path) -> str | None:
     return meta.read_bytes().decode("latin-1") if meta.is_file() else None
 
 
+def _known_classes() -> set[str]:
+    """Class names Keras, QKeras and fpgaprune define: safe to deserialize."""
+    keras = tf.keras
+    names = set(custom_objects()) | {"Functional", "Sequential", "Model", "Policy", "DTypePolicy"}
+    for module in (keras.layers, keras.initializers, keras.constraints, keras.regularizers,
+                   keras.activations, keras.optimizers, keras.losses, keras.metrics):
+        names.update(n for n in dir(module) if not n.startswith("_"))
+    return names - {"Lambda", "Layer"}
+
+
 def _unsafe_classes(config_text: str) -> list[str]:
-    """Lambda layers and classes outside Keras/QKeras/fpgaprune found in a model config."""
-    known = set(custom_objects())
+    """Lambda layers and classes outside Keras/QKeras/fpgaprune named in a model config."""
     found = []
     if re.search(r'"class_name":\s*"Lambda"', config_text):
         found.append("Lambda")  # also catches SavedModel metadata, which is not plain JSON
@@ -114,16 +123,16 @@ def _unsafe_classes(config_text: str) -> list[str]:
         config = json.loads(config_text)
     except json.JSONDecodeError:
         return found
+    known = _known_classes()
     stack = [config]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            cls, module = node.get("class_name"), node.get("module")
-            if isinstance(cls, str) and isinstance(module, str):
-                if not module.startswith(_SAFE_MODULES) and cls not in known:
-                    found.append(cls)
-            elif isinstance(cls, str) and ">" in cls and cls.split(">")[-1] not in known:
-                found.append(cls)
+            cls = node.get("class_name")
+            if isinstance(cls, str) and "config" in node:
+                name = cls.split(">")[-1]
+                if name not in known and name not in found:
+                    found.append(name)
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)

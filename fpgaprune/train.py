@@ -16,6 +16,7 @@ import tensorflow as tf
 from .checkpoint import TrainingCheckpoint, epoch_batches
 from .config import Config, TrainConfig
 from .data import Dataset
+from .errors import BadInput
 from .masks import masked_optimizer
 
 
@@ -82,6 +83,20 @@ class EpochTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def check_data_fits(model: tf.keras.Model, data: Dataset) -> None:
+    """BadInput unless the images fit the model's input and the labels its outputs."""
+    expected = tuple(model.input_shape[1:])
+    for split, x, y in (("train", data.x_train, data.y_train), ("validation", data.x_val, data.y_val),
+                        ("test", data.x_test, data.y_test)):
+        if len(x) == 0:
+            continue
+        if any(e is not None and e != a for e, a in zip(expected, x.shape[1:], strict=False)) or len(expected) != x.ndim - 1:
+            raise BadInput(f"data {data.name}: {split} images are {x.shape[1:]}, the model expects {expected}")
+        classes = model.output_shape[-1]
+        if int(y.max()) >= classes:
+            raise BadInput(f"data {data.name}: {split} labels go up to {int(y.max())}, the model has {classes} outputs")
+
+
 class RecordHistory(tf.keras.callbacks.Callback):
     """Appends each epoch's logs to `history` (which a resumed run starts from)."""
 
@@ -113,6 +128,7 @@ def fit(
     weights, optimizer and dropout state are saved after every epoch; `resume` restores the
     last of them and continues, reaching the same weights as an uninterrupted run.
     """
+    check_data_fits(model, data)
     timer = EpochTimer()
     cbs = [timer, *(callbacks or [])]
     has_val = len(data.x_val) > 0
@@ -154,6 +170,7 @@ def accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
 
 def evaluate(model: tf.keras.Model, data: Dataset) -> dict[str, float | None]:
     """Validation and test accuracy (None where the dataset has no such split)."""
+    check_data_fits(model, data)
     return {
         "val_accuracy": accuracy(model, data.x_val, data.y_val),
         "test_accuracy": accuracy(model, data.x_test, data.y_test),
