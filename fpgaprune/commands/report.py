@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 def resolve_run(args):
     """The config of the run RUN names: the one its stages saved, with --set applied on top."""
-    from ..report import saved_config
+    from ..report_data import saved_config
 
     base = config_from_args(args)
     runs_dir, name = Path(base.runs_dir), base.name

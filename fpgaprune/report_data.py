@@ -1,0 +1,163 @@
+"""Reading a run for the report: every stage's summary, model, masks and HLS projects, once.
+
+Read-only: a stage that is missing gives None, an unreadable project gives {"error": why},
+so the page can still be written and say what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, load_config
+from .io import read_json
+
+REPORT_DIR = "report"
+PAGE = "index.html"
+# Stages of a run folder, in pipeline order, and what each one is.
+STAGES = {
+    "baseline": "trained from scratch",
+    "analysis": "proposed kernels zeroed, no retraining",
+    "pruned": "masked retraining, pruned kernels locked at 0.0",
+    "transfer": "top layers retrained on frozen features",
+    "quantized": "QKeras fixed point, quantization-aware fine-tuning",
+    "transfer-demo": "demo: pretrained on digits 0-4, transferred to 5-9",
+}
+OPTIONAL_STAGES = ("transfer-demo",)  # listed only when present
+# Every section of the page: (html id, heading). Tests check each one is present.
+SECTIONS = (
+    ("config", "Config"),
+    ("stages", "Accuracy at each stage"),
+    ("analysis", "Analyzer: kernel magnitudes"),
+    ("kernels", "Kernels"),
+    ("pruning", "Pruning"),
+    ("quantized", "Quantized weights"),
+    ("csim", "C-simulation agreement"),
+    ("hardware", "Hardware accounting"),
+)
+NOT_RUN = "not run yet"
+SMALLEST_ROWS = 20
+
+def report_dir(cfg: Config) -> Path:
+    return cfg.run_dir / REPORT_DIR
+
+
+def stage_summary(cfg: Config, stage: str) -> dict | None:
+    """A stage's summary.json, or None when the stage has not been run."""
+    path = cfg.run_dir / stage / "summary.json"
+    return read_json(path) if path.is_file() else None
+
+
+def stage_model(cfg: Config, stage: str):
+    """A stage's saved model, or None when it has none."""
+    from .models import MODEL_FILE, load_saved_model
+
+    folder = cfg.run_dir / stage
+    return load_saved_model(folder) if (folder / MODEL_FILE).is_file() else None
+
+
+def saved_config(run_dir: Path) -> Config | None:
+    """The config the latest stage of a run was made with (its config.yaml), if any."""
+    for stage in reversed([s for s in STAGES if s not in OPTIONAL_STAGES]):
+        path = Path(run_dir) / stage / "config.yaml"
+        if path.is_file():
+            return load_config(path)
+    return None
+
+
+def hls_projects(cfg: Config) -> dict[str, Path]:
+    """backend -> folder of every HLS project exported for this run (export.output_dir/<name>/)."""
+    root = Path(cfg.export.output_dir) / cfg.name
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
+def csim_summary(project: Path) -> dict | None:
+    """The C-simulation summary `csim.run_csim` wrote into the project, or None."""
+    from .csim import SUMMARY
+
+    return read_json(project / SUMMARY) if (project / SUMMARY).is_file() else None
+
+
+def hardware_accounting(project: Path) -> dict | None:
+    """The per-layer accounting (`fpgaprune hls` writes it; else read from the weight files)."""
+    from .accounting import as_dict, count_project
+    from .export import MANIFEST
+
+    if (project / "accounting.json").is_file():
+        return read_json(project / "accounting.json")
+    return as_dict(count_project(project)) if (project / MANIFEST).is_file() else None
+
+
+def run_masks(cfg: Config, models: dict) -> tuple[dict[str, np.ndarray], str]:
+    """The run's final masks and where they came from: the pruned model, else the analysis."""
+    from .masks import load_masks, masks_of
+
+    for stage in ("pruned", "quantized", "transfer"):
+        if models.get(stage) is not None and masks_of(models[stage]):
+            return masks_of(models[stage]), f"the {stage} model"
+    path = cfg.run_dir / "analysis" / "masks.npz"
+    if path.is_file():
+        return load_masks(path), "the analysis proposal (not yet retrained)"
+    return {}, "nothing pruned yet"
+
+
+@dataclass
+class RunData:
+    """Everything the page shows, read once: summaries, models, masks, HLS projects."""
+
+    cfg: Config
+    summaries: dict[str, dict | None]
+    models: dict
+    masks: dict[str, np.ndarray]
+    masks_from: str
+    norms: dict[str, np.ndarray] | None
+    csims: dict[str, dict | None]
+    accounts: dict[str, dict | None]
+    stale: dict[str, str]  # stage (or "C-sim (backend)") -> the input stage saved after it
+    grid_layer: str | None = None
+    grid_channel: int | None = None
+
+
+def read_run(cfg: Config) -> RunData:
+    from .analyze import kernel_norms
+
+    summaries = {s: stage_summary(cfg, s) for s in STAGES}
+    models = {s: stage_model(cfg, s) for s in ("baseline", "pruned", "transfer", "quantized")}
+    masks, masks_from = run_masks(cfg, models)
+    base = models["baseline"]
+    norms = kernel_norms(base, cfg.prune.norm, cfg.prune.normalize) if base is not None else None
+    projects = hls_projects(cfg)
+    csims = {b: _safe(csim_summary, p) for b, p in projects.items()}
+    accounts = {b: _safe(hardware_accounting, p) for b, p in projects.items()}
+    return RunData(cfg, summaries, models, masks, masks_from, norms, csims, accounts, stale_stages(cfg, projects))
+
+
+def stale_stages(cfg: Config, projects: dict[str, Path]) -> dict[str, str]:
+    """Stages saved before the stage they were made from (re-run since): stage -> that input."""
+    from .csim import SUMMARY
+
+    def saved_at(path: Path) -> float | None:
+        return path.stat().st_mtime if path.is_file() else None
+
+    inputs = {"analysis": "baseline", "pruned": "baseline", "transfer": cfg.transfer.start_from,
+              "quantized": cfg.quantize.start_from}
+    times = {s: saved_at(cfg.run_dir / s / "summary.json") for s in STAGES}
+    out = {s: src for s, src in inputs.items() if times[s] and times.get(src) and times[s] < times[src]}
+    for backend, project in projects.items():
+        t = saved_at(project / SUMMARY)
+        if t and times["quantized"] and t < times["quantized"]:
+            out[f"C-sim ({backend})"] = "quantized"
+    return out
+
+
+def _safe(read: Callable[[Path], dict | None], project: Path) -> dict | None:
+    """A reader's result, or {"error": why} (the page is still written)."""
+    try:
+        return read(project)
+    except Exception as exc:
+        return {"error": " ".join(str(exc).split()) or type(exc).__name__}
