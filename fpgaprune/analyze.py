@@ -92,7 +92,7 @@ def propose(
 ) -> dict[str, np.ndarray]:
     """Boolean masks (True = prune) for the `layers` (default: all in `norms`).
 
-    threshold: magnitude strictly below `threshold`; fraction: the round(fraction * n)
+    threshold: magnitude strictly below `threshold`; fraction: the ceil(fraction * n)
     smallest kernels of each layer; global_fraction: the smallest of all layers together;
     spec: exactly `spec_masks`. Kernels pruned `already` stay pruned.
     """
@@ -127,8 +127,11 @@ def propose(
 
 
 def _smallest(values: np.ndarray, fraction: float) -> np.ndarray:
-    """Boolean array marking the round(fraction * n) smallest values (ties: first index)."""
-    k = int(round(fraction * values.size))
+    """Boolean array marking the ceil(fraction * n) smallest values (ties: first index).
+
+    Rounding up means a fraction of 0.8 prunes at least 80% of the kernels.
+    """
+    k = min(values.size, int(np.ceil(fraction * values.size - 1e-9)))
     chosen = np.zeros(values.size, bool)
     chosen[np.argsort(values, kind="stable")[:k]] = True
     return chosen

@@ -6,6 +6,7 @@ Each section's fields carry a comment saying what they control.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -89,14 +90,22 @@ class PruneConfig:
     # layer), global_fraction (of all kernels together), spec (the mask spec file `spec`).
     select: Literal["threshold", "fraction", "global_fraction", "spec"] = "fraction"
     threshold: float | None = rule(None, min=0.0)
+    # Fraction of kernels pruned by select fraction / global_fraction (oneshot mode, analyze).
     fraction: float = rule(0.5, min=0.0, max=1.0)
+    # Mask spec (YAML, or an .npz of boolean masks) for select: spec.
     spec: str | None = None
     # oneshot: prune once, retrain; gradual: raise the fraction step by step while accuracy
     # stays within max_accuracy_drop of the baseline, keeping the last model within budget.
     mode: Literal["oneshot", "gradual"] = "gradual"
+    # Gradual fractions: `schedule` if set (increasing), else step, 2*step, ... max_fraction.
+    schedule: list[float] | None = rule(None, min=0.0, max=1.0)
     step: float = rule(0.1, min=0.01, max=1.0)
     max_fraction: float = rule(0.95, min=0.0, max=1.0)
+    # Allowed drop of VALIDATION accuracy below the baseline's (0.005 = half a point).
     max_accuracy_drop: float = rule(0.005, min=0.0, max=1.0)
+    # Gradual rounds over budget tolerated in a row before stopping (later, longer-retrained
+    # rounds may recover); the model kept is always the last one within budget.
+    patience: int = rule(1, min=0, max=100)
     # Retraining after each pruning step (optimizer etc. default to the train section's).
     epochs: int = rule(3, min=0, max=10000)
     optimizer: Optimizer | None = None
@@ -109,70 +118,179 @@ class PruneConfig:
             raise BadInput(f"{path}.threshold: select is 'threshold' but no threshold is set")
         if self.select == "spec" and self.spec is None:
             raise BadInput(f"{path}.spec: select is 'spec' but no mask spec file is set")
+        if self.mode == "gradual" and self.select not in ("fraction", "global_fraction"):
+            raise BadInput(
+                f"{path}.mode: gradual pruning raises a fraction, so select must be 'fraction' or "
+                f"'global_fraction', not {self.select!r} (or use mode: oneshot)"
+            )
+        if self.schedule is not None:
+            if not self.schedule or any(b <= a for a, b in zip(self.schedule, self.schedule[1:], strict=False)):
+                raise BadInput(f"{path}.schedule: expected increasing fractions, e.g. [0.5, 0.7, 0.8], got {self.schedule}")
 
 
 @dataclass
 class TransferConfig:
-    # Which saved stage to start from.
+    # Which saved stage to start from (runs/<name>/<start_from>/).
     start_from: Literal["baseline", "pruned"] = "pruned"
+    # The new task's dataset (null = the data section's); images must match the model's input.
+    dataset: str | None = None
+    # Keep only these labels, renumbered 0..k-1 in the order given (null = all labels).
+    classes: list[int] | None = rule(None, min=0)
+    # At most this many labelled training images per class (null = all).
+    per_class: int | None = rule(None, min=1)
     # Train the last N Dense layers (1 or 2) ...
     train_last: int = rule(1, min=1, max=2)
-    # ... or every layer above this one (overrides train_last).
+    # ... or every layer with weights above this one (overrides train_last).
     above: str | None = None
-    # Run the frozen part once and train the head on cached features.
-    cache_features: bool = True
-    # New number of classes: replaces the output layer (null = keep the head).
+    # Head replacement: drop the top `replace_top` Dense layers (and what follows them) and put
+    # a new Dense output layer with `new_classes` outputs + softmax there, or the layers of the
+    # Keras model file `head` (its input must match the tensor it replaces).
     new_classes: int | None = rule(None, min=2)
-    # Insert an identity-initialised Dense layer before the output layer.
+    head: str | None = None
+    replace_top: int = rule(1, min=1, max=8)
+    # Insert a Dense layer initialised to the identity (zero bias) before the output layer, and
+    # a per-channel scale initialised to ones after each listed conv layer: predictions stay
+    # unchanged until they train. New and inserted layers always train.
     insert_identity: bool = False
-    # Unfreeze this many frozen layers (top first) after the head has converged.
-    unfreeze: int = rule(0, min=0, max=8)
+    insert_scale: list[str] = field(default_factory=list)
+    # Train only the inserted layers (everything else frozen).
+    train_inserted_only: bool = False
+    # Run the frozen part once and train the head on its cached outputs (falls back to the
+    # uncached path, saying why in the summary, when a layer below the cut is random in training).
+    cache_features: bool = True
+    # Caches above this many MiB go to a memory-mapped .npy in cache_dir (null = the system
+    # temp folder), deleted after training.
+    cache_memory_mb: int = rule(1024, min=0)
+    cache_dir: str | None = None
+    # Head training (optimizer, learning rate default to the train section's; batch size,
+    # early stopping too).
     epochs: int = rule(10, min=1, max=10000)
     optimizer: Optimizer | None = None
     learning_rate: float | None = rule(None, min=1e-7, max=10.0)
+    # Gradual unfreezing: after the head has trained, also train the top `unfreeze` frozen
+    # layers with weights for unfreeze_epochs at unfreeze_learning_rate (null = rate / 10).
+    # Masks stay enforced (masked optimizer and KernelMask constraints).
+    unfreeze: int = rule(0, min=0, max=8)
+    unfreeze_epochs: int = rule(5, min=1, max=10000)
+    unfreeze_learning_rate: float | None = rule(None, min=1e-7, max=10.0)
+    # Training steps per call into TensorFlow: fewer Python round trips, which dominate an
+    # epoch when only a small head trains.
+    steps_per_execution: int = rule(32, min=1, max=100000)
+
+    def validate(self, path: str) -> None:
+        if self.new_classes is not None and self.head is not None:
+            raise BadInput(f"{path}: set new_classes or head, not both")
+        if self.train_inserted_only and not (self.insert_identity or self.insert_scale):
+            raise BadInput(f"{path}.train_inserted_only: nothing is inserted (set insert_identity or insert_scale)")
 
 
 @dataclass
 class LayerBits:
+    # Total bits (sign included for weights) and integer bits (sign excluded) of one layer's
+    # quantizer: the weights of a Conv2D/Dense layer, or the output of an activation layer.
     bits: int = rule(8, min=2, max=32)
     integer: int = rule(0, min=0, max=31)
+
+    def validate(self, path: str) -> None:
+        if self.integer > self.bits:
+            raise BadInput(f"{path}.integer: {self.integer} integer bits do not fit in {self.bits} bits")
 
 
 @dataclass
 class QuantizeConfig:
-    # Bits of weights/biases (integer bits excluding sign) for every QConv2D / QDense.
+    # Which saved stage to quantize: pruned (the usual), baseline or transfer.
+    start_from: Literal["pruned", "baseline", "transfer"] = "pruned"
+    # Weights of every QConv2D / QDense: quantized_bits(bits, integer, alpha=1), i.e. ap_fixed
+    # <bits, integer + 1>: `bits` includes the sign, `integer` excludes it (QKeras convention).
     weight_bits: int = rule(8, min=2, max=32)
     weight_integer: int = rule(0, min=0, max=31)
-    # Bits of the activations (ReLU outputs) and the input quantizer.
+    # Biases (added to the wide accumulator, so more bits cost little).
+    bias_bits: int = rule(16, min=2, max=32)
+    bias_integer: int = rule(5, min=0, max=31)
+    # Outputs of the ReLU activations: quantized_relu(bits, integer) = ap_ufixed<bits, integer>.
     activation_bits: int = rule(8, min=2, max=32)
     activation_integer: int = rule(3, min=0, max=31)
+    # The input quantizer that heads the model (hls4ml needs one for a bit-exact design):
+    # quantized_bits(bits, integer) = ap_fixed<bits, integer + 1>; 8, 0 covers [-1, 1).
     input_bits: int = rule(8, min=2, max=32)
-    input_integer: int = rule(1, min=0, max=31)
-    # Per-layer overrides of the weight bits, e.g. {conv2: {bits: 6, integer: 0}}.
+    input_integer: int = rule(0, min=0, max=31)
+    # Per-layer overrides by layer name: a conv/dense layer's weights, or an activation
+    # layer's output, e.g. {conv1: {bits: 8}, conv2: {bits: 6}, fc1: {bits: 4}, relu2: {bits: 6, integer: 2}}.
     layers: dict[str, LayerBits] = field(default_factory=dict)
-    # Quantization-aware fine-tuning (masks still enforced).
+    # Quantization-aware fine-tuning epochs (masks still enforced); 0 = quantize only.
     epochs: int = rule(3, min=0, max=10000)
+    # Fine-tuning learning rate (null = a tenth of the train section's).
     learning_rate: float | None = rule(None, min=1e-7, max=10.0)
+
+    def validate(self, path: str) -> None:
+        signed = {"weight": (self.weight_bits, self.weight_integer), "bias": (self.bias_bits, self.bias_integer),
+                  "input": (self.input_bits, self.input_integer)}
+        for what, (bits, integer) in signed.items():
+            if integer > bits - 1:
+                raise BadInput(
+                    f"{path}.{what}_integer: {integer} integer bits plus the sign do not fit in {what}_bits {bits}"
+                )
+        if self.activation_integer > self.activation_bits:
+            raise BadInput(
+                f"{path}.activation_integer: {self.activation_integer} integer bits do not fit in "
+                f"activation_bits {self.activation_bits}"
+            )
+
+
+# Where zero weights save multipliers: Latency at reuse factor 1 (the HLS compiler drops
+# constant-zero products) and Resource_Unrolled (hls4ml drops all-zero multiplier slots).
+Strategy = Literal["Latency", "Resource", "Resource_Unrolled"]
 
 
 @dataclass
 class ExportConfig:
+    # hls4ml backends to write a project for: hls_projects/<name>/<backend>/.
     backends: list[Literal["Vivado", "Vitis"]] = field(default_factory=lambda: ["Vivado"])
     # FPGA part (default: the Zynq UltraScale+ of the ZCU102, a mid-size device).
     part: str = "xczu9eg-ffvb1156-2-e"
-    # With a board (e.g. pynq-z2, zcu102) the VivadoAccelerator flow is used toward a bitstream.
+    # With a board (one of hls4ml's supported_boards.json, e.g. pynq-z2, zcu102) the Vivado
+    # project uses hls4ml's VivadoAccelerator backend (board flow toward a bitstream) and the
+    # board's part; the project goes to <name>/VivadoAccelerator/.
     board: str | None = None
+    # Clock period in ns.
     clock_period: float = rule(5.0, min=0.5, max=100.0)
+    # io_stream for CNNs (line-buffer convolutions); io_parallel for small dense models.
     io_type: Literal["io_stream", "io_parallel"] = "io_stream"
-    strategy: Literal["Latency", "Resource"] = "Latency"
+    strategy: Strategy = "Latency"
     reuse_factor: int = rule(1, min=1, max=65536)
-    # Per-layer overrides, e.g. {fc1: 4}.
+    # Per-layer overrides, e.g. {fc1: 8} and {fc1: Resource}.
     layer_reuse: dict[str, int] = field(default_factory=dict)
-    layer_strategy: dict[str, str] = field(default_factory=dict)
+    layer_strategy: dict[str, Strategy] = field(default_factory=dict)
+    # Largest array the HLS compiler partitions completely (config_array_partition
+    # -maximum_size); null = the largest Latency-strategy weight array, at least 4096.
+    maximum_size: int | None = rule(None, min=1)
     # Where projects go: <output_dir>/<name>/<backend>/.
     output_dir: str = "hls_projects"
-    # Images run through C-simulation (null = the whole test split).
+    # Test-bench images written into the project (tb_data/) for the vendor's own csim.
+    testbench_images: int = rule(100, min=1, max=100000)
+    # Images run through C-simulation (null = the whole test split, else validation split).
     csim_images: int | None = rule(None, min=1)
+    # Processes running the compiled C-simulation in parallel (null = one per CPU core).
+    csim_workers: int | None = rule(None, min=1, max=256)
+
+    def validate(self, path: str) -> None:
+        if not self.backends:
+            raise BadInput(f"{path}.backends: needs at least one of Vivado, Vitis")
+        if len(set(self.backends)) != len(self.backends):
+            raise BadInput(f"{path}.backends: {self.backends} lists a backend twice")
+        if not _XILINX_PART.match(self.part):
+            raise BadInput(
+                f"{path}.part: {self.part!r} is not a Xilinx part name the Vivado/Vitis backends can "
+                "target (e.g. xczu9eg-ffvb1156-2-e, xc7z020clg400-1, xcvu13p-flga2577-2-e)"
+            )
+        for name, value in self.layer_reuse.items():
+            if value < 1:
+                raise BadInput(f"{path}.layer_reuse.{name}: reuse factor must be >= 1, got {value}")
+
+
+# Xilinx part numbers: xc + device (7z020, zu9eg, vu13p, ku115, u250, vc1902...) + package
+# and pin count + speed grade (+ temperature / variant suffixes).
+_XILINX_PART = re.compile(r"^xc[0-9a-z]{3,12}-?[a-z]{2,6}[0-9]{2,5}-[0-9][a-z0-9]*(-[a-z0-9]+)*$", re.IGNORECASE)
 
 
 @dataclass

@@ -49,17 +49,22 @@ def masked_retrain(
     cfg: Config,
     *,
     epochs: int | None = None,
+    seed: int | None = None,
     verbose: int = 1,
     callbacks: list | None = None,
 ) -> tuple[tf.keras.Model, FitResult]:
-    """A copy of `model` with `masks` applied, trained with the masked kernels locked at 0.0."""
+    """A copy of `model` with `masks` applied, trained with the masked kernels locked at 0.0.
+
+    `seed` fixes the batch order (default: the config's seed).
+    """
     p = cfg.prune
     pruned = apply_masks(model, masks, prune_bias=p.prune_bias)
     compile_model(pruned, optimizer_from(cfg.train, p.optimizer, p.learning_rate), masked=True)
     epochs = p.epochs if epochs is None else epochs
     if epochs == 0:
         return pruned, FitResult(0, {}, [])
-    result = fit(pruned, data, epochs, cfg.train.batch_size, callbacks=callbacks, verbose=verbose)
+    seed = cfg.seed if seed is None else seed
+    result = fit(pruned, data, epochs, cfg.train.batch_size, seed=seed, callbacks=callbacks, verbose=verbose)
     return pruned, result
 
 
@@ -96,7 +101,12 @@ def prune_gradual(
     progress: bool = True,
     callbacks: list | None = None,
 ) -> tuple[tf.keras.Model, dict]:
-    """Prune more and retrain, round by round, while validation accuracy stays within budget."""
+    """Prune more and retrain, round by round, while validation accuracy stays within budget.
+
+    Validation accuracy on a few hundred images is noisy, so up to `prune.patience` rounds
+    over budget in a row are tolerated (pruning continues from them); the model returned is
+    always the last one within budget.
+    """
     p = cfg.prune
     if p.select not in ("fraction", "global_fraction"):
         raise BadInput(f"prune.select: gradual mode raises a fraction; use 'fraction' or 'global_fraction', not {p.select!r}")
@@ -109,20 +119,28 @@ def prune_gradual(
     set_seed(cfg.seed)
 
     kept_model, kept_masks, kept_scores = model, masks_of(model), baseline
+    current, current_masks, misses = model, kept_masks, 0
     history = [_round(0, 0.0, {}, baseline, None, True)]
     rounds = tqdm(fraction_schedule(p), desc="gradual pruning", unit="round", disable=not progress)
     for i, fraction in enumerate(rounds, start=1):
-        norms = kernel_norms(kept_model, p.norm, p.normalize)
-        masks = propose(norms, p.select, fraction=fraction, layers=layers, already=kept_masks)
-        candidate, result = masked_retrain(kept_model, masks, data, cfg, verbose=verbose, callbacks=callbacks)
-        scores = evaluate(candidate, data)
+        norms = kernel_norms(current, p.norm, p.normalize)
+        masks = propose(norms, p.select, fraction=fraction, layers=layers, already=current_masks)
+        current, result = masked_retrain(
+            current, masks, data, cfg, seed=cfg.seed + i, verbose=verbose, callbacks=callbacks
+        )
+        current_masks = masks
+        scores = evaluate(current, data)
         within = scores["val_accuracy"] >= floor - 1e-9
         history.append(_round(i, fraction, masks, scores, result, within))
         if progress:
-            rounds.write(_round_line(history[-1], floor))
-        if not within:
+            rounds.write(_round_line(history[-1], floor, misses + 1 > p.patience))
+        if within:
+            kept_model, kept_masks, kept_scores, misses = current, masks, scores, 0
+            continue
+        misses += 1
+        if misses > p.patience:
             break
-        kept_model, kept_masks, kept_scores = candidate, masks, scores
+    rounds.close()
 
     if kept_model is model:  # not even the first step fitted the budget: an unpruned copy
         kept_model = apply_masks(model, kept_masks)
@@ -152,10 +170,11 @@ def _round(index, fraction, masks, scores, result: FitResult | None, within: boo
     }
 
 
-def _round_line(row: dict, floor: float) -> str:
+def _round_line(row: dict, floor: float, last: bool) -> str:
     pruned = ", ".join(f"{k} {v}" for k, v in row["kernels_pruned"].items())
     test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
-    verdict = "kept" if row["within_budget"] else f"over budget (val < {floor:.4f}): stop"
+    verdict = "within budget" if row["within_budget"] else f"over budget (val < {floor:.4f})"
+    verdict += "; stop" if last and not row["within_budget"] else ""
     return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): val {row['val_accuracy']:.4f}{test}: {verdict}"
 
 
