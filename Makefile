@@ -16,7 +16,7 @@ TEST_DATA ?= $(if $(wildcard $(T10K)/t10k-images-idx3-ubyte.gz),--test-data mnis
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install train analyze prune transfer hls synth report test test-fast lint bench notebooks clean
+.PHONY: install train analyze prune transfer transfer-demo hls synth report test test-fast lint bench notebooks clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ prune: install
 transfer: install
 	$(FP) transfer --config $(CONFIG) $(TEST_DATA) $(ARGS)
 
+# Digits 0-4 -> 5-9 from 100 images per class, against the same network trained from scratch.
+transfer-demo: install
+	$(FP) transfer --demo --config $(CONFIG) $(TEST_DATA) $(ARGS)
+
 hls: install
 	$(FP) hls --config $(CONFIG) $(TEST_DATA) $(ARGS)
 
@@ -58,8 +62,17 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 
-bench: install
+# All benchmarks (results and the commands that made them: bench/RESULTS.md); ARGS goes to each.
+.PHONY: bench-masked-fit bench-compression
+bench: bench-masked-fit bench-compression
+
+bench-masked-fit: install
 	$(BIN)/python bench/masked_fit.py $(ARGS)
+
+# Kernel pruning against tfmot, hls4ml's DSP-aware pruning and filter pruning: 3 seeds x 5
+# targets, 20-40 min on 2 cores (ARGS=--quick: 1 seed x 2 targets, a few minutes).
+bench-compression: install
+	$(BIN)/python bench/compression.py $(ARGS)
 
 notebooks: install
 	$(BIN)/python -m pytest -q tests/test_notebooks.py

@@ -16,6 +16,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # command -> module in fpgaprune.commands (imported only when that command runs).
 COMMANDS = {
     "train": "train",
+    "analyze": "analyze",
+    "prune": "prune",
+    "report": "report",
+    "quantize": "quantize",
+    "export": "export",
+    "csim": "csim",
+    "hls": "hls",
+    "synth": "synth",
+    "transfer": "transfer",
 }
 
 

@@ -1,0 +1,293 @@
+"""Compression benchmark: kernel-level pruning against what FPGA users would use instead.
+
+Same model (configs/mnist_cnn.yaml), data (mnist-5k: 4,500 training and 500 validation
+images), training budget and test set (the official 10k MNIST test images) for every method
+in `compression_methods.METHODS`. Per seed: the baseline trains `train.epochs`; then every
+method gets the same `--epochs` extra epochs (Adam at prune.learning_rate), the unpruned
+reference too. Each method removes the same share of every conv layer's weights (conv1 and
+conv2), so the same share of the conv multiplications, whatever it removes (2-D kernels,
+filters or single weights).
+
+Per point (method, target, seed) it records the test accuracy, the non-zero conv
+multiplications per image, and after post-training quantization of the conv weights to 8 and
+6 bits (fpgaprune.quantize, no fine-tuning: no extra epochs) the quantized accuracy, the
+non-zero multiplications left and fpgaprune.accounting's multiplier / DSP / LUT estimate
+(Latency strategy, reuse factor 1), and the method's wall time.
+
+    python bench/compression.py            # full: 3 seeds x 5 targets, 20-40 min on 2 cores
+    python bench/compression.py --quick    # 1 seed x 2 targets, a few minutes (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compression_methods import LAYERS, METHODS, layers_of  # noqa: E402
+from compression_report import plot, results_block, update_results_md  # noqa: E402
+
+from fpgaprune.accounting import dsp_estimate, lut_estimate, multipliers  # noqa: E402
+from fpgaprune.config import LayerBits, load_config  # noqa: E402
+from fpgaprune.io import write_json  # noqa: E402
+from fpgaprune.masks import conv_layers  # noqa: E402
+from fpgaprune.models import build_model  # noqa: E402
+from fpgaprune.quantize import build_quantized_model, quantized_kernels  # noqa: E402
+from fpgaprune.runs import load_data  # noqa: E402
+from fpgaprune.train import accuracy, set_seed, train_baseline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FRACTIONS = (0.5, 0.7, 0.8, 0.9, 0.95)
+SEEDS = (1, 2, 3)
+QUICK_FRACTIONS = (0.7, 0.9)
+BITS = (8, 6)
+T10K = f"mnist-t10k:{ROOT.parent / 'shared' / 'data' / 'mnist-t10k'}"
+
+
+def bench_config(path, layers=LAYERS):
+    """The reference config, its prune section set to prune `layers` (the methods read it)."""
+    cfg = load_config(path)
+    return replace(cfg, prune=replace(cfg.prune, layers=list(layers)))
+
+
+def conv_geometry(model: tf.keras.Model) -> dict[str, dict]:
+    """Per conv layer: kernel shape and output pixels (a weight costs one mult per pixel)."""
+    return {
+        layer.name: {"kernel_shape": tuple(int(s) for s in layer.kernel.shape),
+                     "pixels": int(np.prod(layer.output_shape[1:3]))}
+        for layer in conv_layers(model)
+    }
+
+
+def nonzero_mults(kernels: dict[str, np.ndarray], geometry: dict[str, dict]) -> dict[str, int]:
+    """Non-zero multiplications per image, per conv layer: non-zero weights x output pixels."""
+    return {name: int(np.count_nonzero(kernels[name])) * geometry[name]["pixels"] for name in geometry}
+
+
+def target_nonzero_mults(geometry: dict[str, dict], fraction: float, granularity: str | None,
+                         layers: list[str] | None = None) -> int:
+    """The non-zero conv multiplications a method that hits its target exactly leaves.
+
+    Per pruned layer (`layers`, default all), ceil(fraction x units) units are pruned (fpgaprune's rounding: at least the
+    fraction); a unit is a 2-D kernel (kh*kw weights), a filter (kh*kw*cin) or one weight.
+    """
+    total = 0
+    for name, g in geometry.items():
+        kh, kw, cin, cout = g["kernel_shape"]
+        units, size = {"kernel": (cin * cout, kh * kw), "filter": (cout, kh * kw * cin),
+                       "weight": (kh * kw * cin * cout, 1), None: (1, kh * kw * cin * cout)}[granularity]
+        pruned = math_ceil(fraction * units) if granularity and (layers is None or name in layers) else 0
+        total += (units - pruned) * size * g["pixels"]
+    return total
+
+
+def math_ceil(x: float) -> int:
+    return int(np.ceil(x - 1e-9))
+
+
+def hardware(model, data, cfg, bits: int, geometry: dict[str, dict]) -> dict:
+    """Post-training quantization of the conv weights to `bits`, then the accounting's figures.
+
+    Dense layers stay at 8 bits so the figure isolates the conv layers. Multipliers, DSP and
+    LUT per fpgaprune.accounting (Latency, reuse factor 1: one multiplier per non-zero weight;
+    hls4ml's VivadoDSPEstimator puts weights under 9 bits in LUTs).
+    """
+    q = cfg.quantize
+    qcfg = replace(q, weight_bits=8, weight_integer=0,
+                   layers={name: LayerBits(bits=bits, integer=0) for name in geometry})
+    qmodel = build_quantized_model(model, qcfg)
+    kernels = {name: k for name, k in quantized_kernels(qmodel).items() if name in geometry}
+    out = {"test_accuracy": accuracy(qmodel, data.x_test, data.y_test), "multipliers": 0, "dsp": 0, "lut": 0}
+    for i, (name, kernel) in enumerate(kernels.items()):
+        layer = {"name": name, "strategy": "latency", "reuse_factor": 1, "weight_bits": bits,
+                 "input_bits": q.input_bits if i == 0 else q.activation_bits}
+        used = multipliers("latency", 1, kernel.reshape(-1))
+        dsp = dsp_estimate(layer, kernel.size, used)
+        out["multipliers"] += used
+        out["dsp"] += dsp
+        out["lut"] += lut_estimate(layer, used, dsp)
+    out["conv_mults_nonzero"] = sum(nonzero_mults(kernels, geometry).values())
+    return out
+
+
+def run_point(method: str, baseline, fraction: float, data, cfg, epochs: int, bits=BITS) -> dict:
+    """Run one method at one target on one seed's baseline; the result record."""
+    func, granularity, _ = METHODS[method]
+    train_data = replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
+    set_seed(cfg.seed)
+    start = time.perf_counter()
+    model, info = func(baseline, fraction, train_data, cfg, epochs)
+    seconds = time.perf_counter() - start
+    geometry = conv_geometry(model)
+    kernels = {layer.name: layer.kernel.numpy() for layer in conv_layers(model)}
+    per_layer = nonzero_mults(kernels, geometry)
+    total = sum(g["pixels"] * int(np.prod(g["kernel_shape"])) for g in geometry.values())
+    nonzero = sum(per_layer.values())
+    return {
+        "method": method,
+        "granularity": granularity,
+        "target_fraction": fraction,
+        "seed": cfg.seed,
+        "test_accuracy": accuracy(model, data.x_test, data.y_test),
+        "val_accuracy": accuracy(model, data.x_val, data.y_val),
+        "conv_mults_total": total,
+        "conv_mults_nonzero": nonzero,
+        "conv_mults_removed": 1 - nonzero / total,
+        "target_conv_mults_nonzero": target_nonzero_mults(geometry, fraction, granularity, layers_of(cfg)),
+        "nonzero_mults_per_layer": per_layer,
+        "nonzero_weights_per_layer": {n: int(np.count_nonzero(k)) for n, k in kernels.items()},
+        "quantized": {str(b): hardware(model, data, cfg, b, geometry) for b in bits},
+        "seconds": seconds,
+        **info,
+    }
+
+
+def train_seed_baseline(cfg, data, baseline_epochs: int | None = None):
+    """The seed's baseline (the config's train section; the test split is not used)."""
+    train_data = replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
+    if baseline_epochs is not None:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=baseline_epochs))
+    set_seed(cfg.seed)
+    start = time.perf_counter()
+    model, summary = train_baseline(build_model(cfg.model), train_data, cfg, verbose=0)
+    return model, {"seed": cfg.seed, "epochs": summary["epochs"], "seconds": time.perf_counter() - start,
+                   "test_accuracy": accuracy(model, data.x_test, data.y_test),
+                   "val_accuracy": summary["val_accuracy"]}
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Mean (and spread of accuracy) over seeds, per (method, target)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["target_fraction"]), []).append(r)
+
+    def mean(rows, *keys):
+        values = [_dig(r, keys) for r in rows]
+        return statistics.fmean(values) if None not in values else None
+
+    def std(rows, *keys):
+        values = [_dig(r, keys) for r in rows]
+        return statistics.stdev(values) if len(values) > 1 and None not in values else 0.0
+
+    out = []
+    for (method, fraction), rows in groups.items():
+        row = {"method": method, "target_fraction": fraction, "seeds": [r["seed"] for r in rows],
+               "test_accuracy": mean(rows, "test_accuracy"), "test_accuracy_std": std(rows, "test_accuracy"),
+               "conv_mults_nonzero": mean(rows, "conv_mults_nonzero"),
+               "conv_mults_removed": mean(rows, "conv_mults_removed"),
+               "target_conv_mults_nonzero": mean(rows, "target_conv_mults_nonzero"),
+               "seconds": mean(rows, "seconds"), "quantized": {}}
+        for bits in rows[0]["quantized"]:
+            row["quantized"][bits] = {
+                key: mean(rows, "quantized", bits, key)
+                for key in ("test_accuracy", "conv_mults_nonzero", "multipliers", "dsp", "lut")
+            }
+            row["quantized"][bits]["test_accuracy_std"] = std(rows, "quantized", bits, "test_accuracy")
+        out.append(row)
+    return out
+
+
+def _dig(record, keys):
+    for key in keys:
+        record = record[key]
+    return record
+
+
+def run_benchmark(cfg, data, seeds, fractions, methods, epochs, baseline_epochs=None, log=print) -> dict:
+    """Every method at every target on every seed; records, baselines and failures."""
+    records, baselines, failures = [], [], {}
+    for seed in seeds:
+        scfg = replace(cfg, seed=seed)
+        baseline, info = train_seed_baseline(scfg, data, baseline_epochs)
+        baselines.append(info)
+        log(f"seed {seed}: baseline {info['epochs']} epochs, test {info['test_accuracy']:.4f} ({info['seconds']:.0f} s)")
+        for method in methods:
+            for fraction in ([0.0] if method == "unpruned" else fractions):
+                if method in failures:
+                    continue
+                try:
+                    r = run_point(method, baseline, fraction, data, scfg, epochs)
+                except Exception as exc:  # a competitor that cannot run is recorded, not fatal
+                    failures[method] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                    log(f"  {method}: FAILED ({failures[method]})")
+                    continue
+                records.append(r)
+                q = r["quantized"]
+                log(f"  {method:<16} {fraction:>4.0%}: test {r['test_accuracy']:.4f}, conv mults "
+                    f"{r['conv_mults_nonzero']:>9,} ({r['conv_mults_removed']:.1%} removed), "
+                    + ", ".join(f"{b}-bit {q[b]['test_accuracy']:.4f}" for b in q)
+                    + f", {r['seconds']:.1f} s")
+    return {"records": records, "baselines": baselines, "failures": failures}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 seed, 2 targets: a smoke run of a few minutes")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "mnist_cnn.yaml"))
+    ap.add_argument("--test-data", default=T10K, help="dataset whose test split gives the accuracy")
+    ap.add_argument("--seeds", type=int, nargs="+")
+    ap.add_argument("--fractions", type=float, nargs="+", help="share of conv multiplications removed")
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    ap.add_argument("--epochs", type=int, default=8, help="extra training epochs, the same for every method")
+    ap.add_argument("--layers", nargs="+", default=LAYERS, help="conv layers pruned, each by the target share")
+    ap.add_argument("--out", help="JSON output (default bench/results/compression[_quick].json; the PNG beside it)")
+    ap.add_argument("--no-results-md", action="store_true", help="do not update bench/RESULTS.md")
+    args = ap.parse_args(argv)
+
+    seeds = args.seeds or ([SEEDS[0]] if args.quick else list(SEEDS))
+    fractions = args.fractions or list(QUICK_FRACTIONS if args.quick else FRACTIONS)
+    out = Path(args.out) if args.out else RESULTS / ("compression_quick.json" if args.quick else "compression.json")
+    cfg = bench_config(args.config, args.layers)
+    data = load_data(cfg, test=args.test_data)
+    command = "python bench/compression.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"{command}\n{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images; "
+          f"seeds {seeds}; targets {fractions}; {args.epochs} extra epochs", flush=True)
+    started = time.perf_counter()
+    run = run_benchmark(cfg, data, seeds, fractions, args.methods, args.epochs,
+                        log=lambda line: print(line, flush=True))
+    result = {
+        "command": command.strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}",
+        "protocol": {
+            "config": os.path.relpath(args.config, ROOT), "test_data": data.test_name,
+            "split_sizes": data.sizes(), "seeds": seeds, "target_fractions": fractions,
+            "layers": layers_of(cfg), "baseline_epochs": cfg.train.epochs, "extra_epochs": args.epochs,
+            "optimizer": cfg.prune.optimizer or cfg.train.optimizer,
+            "learning_rate": cfg.prune.learning_rate or cfg.train.learning_rate,
+            "batch_size": cfg.train.batch_size, "bits": list(BITS),
+        },
+        "methods": {name: {"granularity": g, "description": d} for name, (_, g, d) in METHODS.items()
+                    if name in args.methods},
+        "baselines": run["baselines"],
+        "failures": run["failures"],
+        "summary": summarize(run["records"]),
+        "records": run["records"],
+        "wall_seconds": time.perf_counter() - started,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, result)
+    plot(result, out.with_suffix(".png"))
+    block = results_block(result, out.with_suffix(".png"), ROOT)
+    print(block)
+    if not args.quick and not args.no_results_md:
+        update_results_md(ROOT / "bench" / "RESULTS.md", block)
+    print(f"wrote {out} and {out.with_suffix('.png')} in {result['wall_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Reference-model figures for the HLS stages: export and compile time, C-sim throughput and
+agreement with QKeras on the whole test set, non-zero multiplications pruned vs unpruned.
+
+Needs runs/<name>/pruned (`make prune`). Works in memory and in a temporary folder: the run's
+saved stages and hls_projects/ are not touched.
+
+    .venv/bin/python bench/hls_reference.py --test-data mnist-t10k:../shared/data/mnist-t10k
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/mnist_cnn.yaml")
+    parser.add_argument("--runs-dir", default=None, help="folder holding <name>/pruned (default: the config's)")
+    parser.add_argument("--test-data", default=None, help="e.g. mnist-t10k:../shared/data/mnist-t10k")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=None, help="C-simulate only the first N test images")
+    parser.add_argument("--throughput-images", type=int, default=1000)
+    args = parser.parse_args(argv)
+
+    from fpgaprune.accounting import as_dict, check_masked_zeros, count_project, format_table
+    from fpgaprune.commands.quantize import load_source
+    from fpgaprune.config import load_config
+    from fpgaprune.csim import compile_copy, predict, run_csim
+    from fpgaprune.export import export_project
+    from fpgaprune.quantize import quantize_model
+    from fpgaprune.runs import load_data
+
+    cfg = load_config(args.config)
+    if args.runs_dir:
+        cfg.runs_dir = args.runs_dir
+    model, masks = load_source(cfg)
+    data = load_data(cfg, args.test_data)
+    x, y = (data.x_test, data.y_test) if len(data.x_test) else (data.x_val, data.y_val)
+    x, y = x[: args.images], y[: args.images]
+
+    start = time.perf_counter()
+    qmodel, qsummary = quantize_model(model, masks, data, cfg, verbose=0)
+    quantize_seconds = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="fpgaprune-bench-") as tmp:
+        cfg.export.output_dir = tmp
+        x_tb = x[: cfg.export.testbench_images]
+        holder = {}
+
+        def export():
+            holder["folder"] = export_project(qmodel, cfg, "Vivado", x_tb, force=True)
+
+        export_median, export_times = median_seconds(export, args.repeats)
+        folder = holder["folder"]
+        compile_times = []
+        for i in range(args.repeats):
+            hls_model, seconds, differ = compile_copy(folder, Path(tmp) / f"compile{i}")
+            compile_times.append(seconds)
+        throughput = {}
+        n = min(args.throughput_images, len(x))
+        for workers in (1, 2):
+            med, _ = median_seconds(lambda w=workers: predict(hls_model, x[:n], w), args.repeats)
+            throughput[workers] = n / med
+        summary = run_csim(folder, qmodel, x, y, workers=cfg.export.csim_workers)
+        rows = count_project(folder)
+        leaks = check_masked_zeros(folder, masks)
+        accounting = as_dict(rows)
+        table = format_table(rows)
+
+    split = "test" if len(data.x_test) else "validation"
+    command = "$ .venv/bin/python bench/hls_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"\n```\n{command}\n```\n")
+    print(f"Quantized model: {split} accuracy {qsummary['float'][f'{split}_accuracy']:.4f} (float, pruned) -> "
+          f"{qsummary[f'{split}_accuracy']:.4f} (QKeras, {qsummary['finetune_epochs']} QAT epochs, "
+          f"{quantize_seconds:.0f} s); max |quantized masked weight| {qsummary['masked_max_abs_quantized']:g}\n")
+    print("| figure | value |\n|---|---|")
+    print(f"| export (hls4ml convert + write), median of {args.repeats} | {export_median:.1f} s ({', '.join(f'{t:.1f}' for t in export_times)}) |")
+    print(f"| g++ compile (hls4ml compile), median of {args.repeats} | {statistics.median(compile_times):.1f} s ({', '.join(f'{t:.1f}' for t in compile_times)}) |")
+    for workers, rate in throughput.items():
+        print(f"| C-sim throughput, {workers} process(es), {n} images, median of {args.repeats} | {rate:.1f} images/s |")
+    print(f"| C-sim of all {summary['images']} {split} images ({summary['workers']} processes) | {summary['predict_seconds']:.0f} s, {summary['images_per_second']:.1f} images/s |")
+    print(f"| argmax agreement C-sim vs QKeras | {summary['argmax_agreement']:.2%} ({summary['argmax_disagreements']} disagreements) |")
+    print(f"| bit-exact images | {summary['bit_exact_images']} / {summary['images']} (max diff {summary['max_diff_lsb']:g} LSB) |")
+    print(f"| accuracy C-sim / QKeras | {summary['accuracy_csim']:.4f} / {summary['accuracy_qkeras']:.4f} |")
+    print(f"| simulated sources identical to the export | {summary['sources_identical_to_export']} |")
+    print(f"| non-zero exported weights in masked kernels | {sum(leaks.values())} |")
+    for row in accounting["layers"]:
+        if row["masked_weights"]:
+            print(f"| {row['name']}: pruned fraction / non-zero multiplications cut | "
+                  f"{row['masked_weights'] / row['weights']:.1%} / {1 - row['nonzero'] / row['weights']:.1%} |")
+    print(f"| all conv layers: non-zero multiplications per image cut | {accounting['conv_nonzero_mults_cut']:.1%} |")
+    print(f"\n```\n{table}\n```")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

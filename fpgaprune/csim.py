@@ -1,0 +1,251 @@
+"""C-simulation: compile an exported project with g++ (hls4ml `compile`) and compare it with
+the QKeras model on every test image.
+
+The project is compiled in a temporary copy, from the hls4ml model saved at export, so the
+exported folder keeps exactly what export wrote; the generated sources are compared with the
+exported ones, so what was simulated is what a person takes to synthesis. Predictions run in
+parallel processes (the compiled library keeps static state, so threads would share it).
+With a correct precision configuration the outputs are bit-exact; where they are not, hls4ml's
+trace shows the first layer that differs, and the summary says so.
+
+    summary = run_csim(project, qkeras_model, x_test, y_test)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .errors import BadInput, WorkFailed
+from .export import HLS_MODEL, read_manifest
+from .io import write_json
+from .masks import strip_masks
+from .quantize import logits_model
+
+SUMMARY = "summary.json"
+CHUNK = 200  # images per task handed to a worker process
+TRACE_IMAGES = 20
+
+_WORKER_MODEL = None  # the compiled hls4ml model, inherited by forked workers
+
+
+def require_gxx() -> str:
+    """The g++ that hls4ml's build_lib.sh calls; BadInput when it is missing."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        raise BadInput("g++ not found on PATH: C-simulation compiles the HLS project with g++ (install g++)")
+    return gxx
+
+
+def load_hls_model(project: Path, output_dir: Path):
+    """The hls4ml model saved in `project`, set to write and compile into `output_dir`."""
+    from hls4ml.utils.serialization import deserialize_model
+
+    if not (project / HLS_MODEL).is_file():
+        raise BadInput(f"{project}: no {HLS_MODEL}; export the project again with `fpgaprune export --force`")
+    with contextlib.redirect_stdout(io.StringIO()):
+        hls_model = deserialize_model(project / HLS_MODEL, output_dir=output_dir)
+    hls_model.config.config["OutputDir"] = str(output_dir)
+    hls_model.config.config["InputData"] = None
+    hls_model.config.config["OutputPredictions"] = None
+    return hls_model
+
+
+def compile_copy(project: Path, workdir: Path):
+    """Copy the project into `workdir`, compile it there; return (hls_model, seconds, differing files)."""
+    require_gxx()
+    shutil.copytree(project, workdir, dirs_exist_ok=True)
+    hls_model = load_hls_model(project, workdir)
+    start = time.perf_counter()
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log):
+            hls_model.compile()
+    except Exception as exc:
+        tail = " ".join(log.getvalue().split()[-40:])
+        raise WorkFailed(f"compiling {project} with g++ failed ({exc}): {tail}") from None
+    seconds = time.perf_counter() - start
+    return hls_model, seconds, differing_sources(project, workdir)
+
+
+def differing_sources(project: Path, copy: Path) -> list[str]:
+    """Generated sources (firmware/, test bench) that differ from the exported ones.
+
+    The `//Numpy array shape` comment of a weight header is skipped: hls4ml writes it before
+    a Resource-strategy transpose at export, after it when reloaded; the values are the same.
+    """
+    differ = []
+    for path in sorted(project.rglob("*")):
+        rel = path.relative_to(project)
+        if not path.is_file() or path.suffix not in (".h", ".cpp", ".txt", ".dat") or "ap_types" in rel.parts:
+            continue
+        if _source_lines(path) != _source_lines(copy / rel):
+            differ.append(str(rel))
+    return differ
+
+
+def _source_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines() if not line.startswith("//Numpy array shape")]
+
+
+def _predict_chunk(x: np.ndarray) -> np.ndarray:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return np.asarray(_WORKER_MODEL.predict(np.ascontiguousarray(x))).reshape(len(x), -1)
+
+
+def predict(hls_model, x: np.ndarray, workers: int = 1, progress: bool = False) -> np.ndarray:
+    """C-simulate every image of `x`, in `workers` forked processes."""
+    global _WORKER_MODEL
+    _WORKER_MODEL = hls_model
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    chunks = [x[i : i + CHUNK] for i in range(0, len(x), CHUNK)]
+    bar = _progress(len(x), progress)
+    try:
+        if workers <= 1 or len(chunks) == 1:
+            parts = []
+            for chunk in chunks:
+                parts.append(_predict_chunk(chunk))
+                bar.update(len(chunk))
+        else:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = []
+                for part in pool.imap(_predict_chunk, chunks):
+                    parts.append(part)
+                    bar.update(len(part))
+    finally:
+        bar.close()
+        _WORKER_MODEL = None
+    return np.concatenate(parts)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="C-simulation", disable=not enabled, leave=False)
+
+
+def lsb_of(precision) -> float:
+    """The weight of the least significant bit of an hls4ml fixed/integer precision."""
+    width = int(getattr(precision, "width", 0))
+    integer = int(getattr(precision, "integer", width))
+    return 2.0 ** -(width - integer)
+
+
+def compare(y_hls: np.ndarray, y_ref: np.ndarray, lsb: float, labels: np.ndarray | None = None) -> dict:
+    """Argmax agreement, bit-exactness and the largest difference in LSBs of the output type."""
+    diff = np.abs(y_hls.astype(np.float64) - y_ref.astype(np.float64)).reshape(len(y_hls), -1)
+    per_image = diff.max(axis=1)
+    argmax_hls, argmax_ref = y_hls.argmax(axis=1), y_ref.argmax(axis=1)
+    out = {
+        "images": int(len(y_hls)),
+        "argmax_agreement": float(np.mean(argmax_hls == argmax_ref)),
+        "argmax_disagreements": int(np.sum(argmax_hls != argmax_ref)),
+        "bit_exact_images": int(np.sum(per_image == 0)),
+        "bit_exact": bool(np.all(per_image == 0)),
+        "max_abs_diff": float(per_image.max()) if len(per_image) else 0.0,
+        "max_diff_lsb": float(per_image.max() / lsb) if len(per_image) else 0.0,
+        "output_lsb": lsb,
+    }
+    if labels is not None:
+        out["accuracy_csim"] = float(np.mean(argmax_hls == labels))
+        out["accuracy_qkeras"] = float(np.mean(argmax_ref == labels))
+    return out
+
+
+def trace_differences(hls_model, keras_model: tf.keras.Model, x: np.ndarray) -> list[dict]:
+    """Per layer, the largest C-sim vs QKeras difference on `x` (hls4ml trace), in model order."""
+    for layer in hls_model.get_layers():
+        layer.set_attr("trace", True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, hls_trace = hls_model.trace(np.ascontiguousarray(x, dtype=np.float32))
+    keras_trace = keras_layer_outputs(keras_model, x)
+    rows = []
+    for layer in hls_model.get_layers():
+        if layer.name not in hls_trace or layer.name not in keras_trace:
+            continue
+        precision = layer.get_output_variable().type.precision
+        a = np.asarray(hls_trace[layer.name], np.float64).reshape(len(x), -1)
+        b = np.asarray(keras_trace[layer.name], np.float64).reshape(len(x), -1)
+        if a.shape != b.shape:
+            continue
+        worst = float(np.abs(a - b).max())
+        rows.append({"layer": layer.name, "precision": str(precision), "max_abs_diff": worst,
+                     "max_diff_lsb": worst / lsb_of(precision), "differs": worst > 0})
+    return rows
+
+
+def keras_layer_outputs(model: tf.keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every layer's output on `x` (what hls4ml's profiling.get_ymodel_keras does, without
+    its seaborn dependency); the layers of a quantized model map one to one to hls4ml's."""
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    probe = tf.keras.Model(model.inputs, [layer.output for layer in layers])
+    outputs = probe.predict(x, verbose=0)
+    return {layer.name: out for layer, out in zip(layers, outputs if len(layers) > 1 else [outputs], strict=True)}
+
+
+def run_csim(
+    project: Path,
+    qmodel: tf.keras.Model,
+    x: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    split: str = "test",
+) -> dict:
+    """Compile and C-simulate `project` on `x`; compare with `qmodel`; write summary.json there."""
+    manifest = read_manifest(project)
+    workers = workers or os.cpu_count() or 1
+    reference = logits_model(strip_masks(qmodel))
+    y_ref = reference.predict(x, batch_size=512, verbose=0).reshape(len(x), -1)
+    with tempfile.TemporaryDirectory(prefix="fpgaprune-csim-") as tmp:
+        hls_model, compile_seconds, differ = compile_copy(project, Path(tmp) / "project")
+        start = time.perf_counter()
+        y_hls = predict(hls_model, x, workers, progress)
+        predict_seconds = time.perf_counter() - start
+        precision = hls_model.get_output_variables()[0].type.precision
+        result = compare(y_hls, y_ref, lsb_of(precision), labels)
+        trace = []
+        if not result["bit_exact"]:
+            worst = np.argsort(-np.abs(y_hls - y_ref).max(axis=1))[:TRACE_IMAGES]
+            trace = trace_differences(hls_model, reference, x[worst])
+    summary = {
+        "backend": manifest["backend"],
+        "split": split,
+        **result,
+        "output_precision": str(precision),
+        "compile_seconds": compile_seconds,
+        "predict_seconds": predict_seconds,
+        "images_per_second": len(x) / predict_seconds if predict_seconds > 0 else None,
+        "workers": workers,
+        "sources_identical_to_export": not differ,
+        "differing_sources": differ,
+        "first_differing_layer": next((r["layer"] for r in trace if r["differs"]), None),
+        "trace": trace,
+    }
+    write_json(project / SUMMARY, summary)
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """One line a person reads: agreement and bit-exactness."""
+    exact = "bit-exact" if summary["bit_exact"] else (
+        f"NOT bit-exact: max diff {summary['max_diff_lsb']:g} LSB, first differing layer "
+        f"{summary['first_differing_layer']}"
+    )
+    return (
+        f"C-sim vs QKeras on {summary['images']} {summary['split']} images: argmax agreement "
+        f"{summary['argmax_agreement']:.2%}, {exact} ({summary['images_per_second']:.0f} images/s, "
+        f"compile {summary['compile_seconds']:.1f} s)"
+    )

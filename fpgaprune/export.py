@@ -1,0 +1,257 @@
+"""Export: the quantized model as an hls4ml 1.3 HLS project, one per backend.
+
+The precision of every layer comes from the QKeras quantizers, propagated by hls4ml's
+`bit_exact` flow, so the C-simulation computes exactly what the QKeras model computes. The
+design ends at the logits (see `quantize.logits_model`). Each project is built in a temporary
+folder and renamed into `hls_projects/<name>/<backend>/` when complete, and an existing
+project is never replaced without `force`. Besides hls4ml's files it holds:
+
+- `tb_data/`: test-bench images and the QKeras model's outputs, for the vendor's own csim;
+- `model.fml`: the hls4ml model (hls4ml serialization), which csim and synth reload;
+- `fpgaprune.json`: the manifest (layers, weight files, strategy, reuse factor, precisions,
+  masks) that the C-simulation and the hardware accounting read.
+
+    folder = export_project(qmodel, cfg, "Vivado", x_testbench)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .config import Config, ExportConfig
+from .errors import BadInput, WorkFailed
+from .io import atomic_dir, read_json, write_json
+from .masks import masks_of, strip_masks
+from .quantize import check_convertible, logits_model
+
+MANIFEST = "fpgaprune.json"
+HLS_MODEL = "model.fml"
+PROJECT_NAME = "myproject"
+WEIGHT_CLASSES = ("Conv1D", "Conv2D", "Dense")
+DEFAULT_MAXIMUM_SIZE = 4096  # hls4ml's own default for config_array_partition -maximum_size
+
+
+def supported_boards() -> dict[str, dict]:
+    """hls4ml's VivadoAccelerator boards (its supported_boards.json): name -> part, flows."""
+    from importlib.resources import files
+
+    text = files("hls4ml.backends.vivado_accelerator").joinpath("supported_boards.json").read_text()
+    return json.loads(text)
+
+
+def backend_names(ecfg: ExportConfig) -> list[str]:
+    """The hls4ml backends to export for: with a board, Vivado becomes VivadoAccelerator."""
+    return ["VivadoAccelerator" if (b == "Vivado" and ecfg.board) else b for b in ecfg.backends]
+
+
+def check_export_config(ecfg: ExportConfig) -> None:
+    """What the config schema cannot check without hls4ml: the board name."""
+    if ecfg.board is not None:
+        boards = supported_boards()
+        if ecfg.board not in boards:
+            raise BadInput(f"export.board: {ecfg.board!r} is not a board hls4ml knows ({', '.join(boards)})")
+        if "Vivado" not in ecfg.backends:
+            raise BadInput("export.board: the board flow uses the Vivado backend; add Vivado to export.backends")
+
+
+def project_dir(cfg: Config, backend: str) -> Path:
+    return Path(cfg.export.output_dir) / cfg.name / backend
+
+
+def board_part(ecfg: ExportConfig) -> str:
+    return supported_boards()[ecfg.board]["part"] if ecfg.board else ecfg.part
+
+
+def hls_config(model: tf.keras.Model, ecfg: ExportConfig, backend: str) -> dict:
+    """hls4ml's per-layer config with the strategy and reuse factor of the export section."""
+    import hls4ml
+
+    weight_layers = [layer.name for layer in model.layers if hasattr(layer, "kernel")]
+    for key, table in (("layer_reuse", ecfg.layer_reuse), ("layer_strategy", ecfg.layer_strategy)):
+        for name in table:
+            if name not in weight_layers:
+                raise BadInput(f"export.{key}.{name}: no Conv2D/Dense layer of that name ({', '.join(weight_layers)})")
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
+    config["Model"]["Strategy"] = ecfg.strategy
+    config["Model"]["ReuseFactor"] = ecfg.reuse_factor
+    for name in weight_layers:
+        layer_cfg = config["LayerName"].setdefault(name, {})
+        layer_cfg["Strategy"] = ecfg.layer_strategy.get(name, ecfg.strategy)
+        layer_cfg["ReuseFactor"] = ecfg.layer_reuse.get(name, ecfg.reuse_factor)
+    return config
+
+
+def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir: Path,
+            x_tb: Path | None = None, y_tb: Path | None = None):
+    """hls4ml conversion of a QKeras model (bit-exact precisions from its quantizers)."""
+    import hls4ml
+
+    check_convertible(model)
+    kwargs = {"part": ecfg.part, "clock_period": ecfg.clock_period, "io_type": ecfg.io_type}
+    if backend == "VivadoAccelerator":
+        kwargs.update(board=ecfg.board, part=board_part(ecfg))
+    try:
+        hls_model = hls4ml.converters.convert_from_keras_model(
+            model,
+            output_dir=str(output_dir),
+            project_name=PROJECT_NAME,
+            backend=backend,
+            hls_config=hls_config(model, ecfg, backend),
+            bit_exact=True,
+            input_data_tb=str(x_tb) if x_tb else None,
+            output_data_tb=str(y_tb) if y_tb else None,
+            **kwargs,
+        )
+    except BadInput:
+        raise
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if "unexpected input layer chain" in message:
+            raise BadInput(
+                "hls4ml needs an input quantizer (QActivation(quantized_bits)) right after the input "
+                "for a bit-exact design; quantize the model with `fpgaprune quantize`"
+            ) from None
+        raise WorkFailed(f"hls4ml could not convert the model for {backend}: {message}") from None
+    hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
+    if backend == "VivadoAccelerator":
+        # hls4ml 1.3's axi_stream wrapper (vivado_accelerator_writer.py) writes one line with a
+        # literal `input_t` instead of the input's type name; name the input type so it compiles.
+        hls_model.get_input_variables()[0].type.name = "input_t"
+    return hls_model
+
+
+def _maximum_size(hls_model) -> int:
+    """Large enough to fully partition every Latency-strategy weight array (as Latency needs)."""
+    sizes = [
+        int(np.prod(layer.weights["weight"].shape))
+        for layer in hls_model.get_layers()
+        if "weight" in layer.weights and layer.get_attr("strategy", "latency").lower() == "latency"
+    ]
+    return max([DEFAULT_MAXIMUM_SIZE, *sizes])
+
+
+def layer_manifest(hls_model, qmodel: tf.keras.Model, masks: dict[str, np.ndarray]) -> list[dict]:
+    """Per weight layer: what the accounting needs to read the exported weight files back."""
+    keras_layers = {layer.name: layer for layer in qmodel.layers}
+    rows = []
+    for layer in hls_model.get_layers():
+        if layer.class_name not in WEIGHT_CLASSES or "weight" not in layer.weights:
+            continue
+        weight = layer.weights["weight"]
+        bias = layer.weights.get("bias")
+        out_shape = list(layer.get_output_variable().shape)
+        kernel = keras_layers[layer.name].kernel if layer.name in keras_layers else None
+        in_precision = layer.get_input_variable().type.precision
+        rows.append(
+            {
+                "name": layer.name,
+                "class": layer.class_name,
+                "kernel_shape": [int(s) for s in (kernel.shape if kernel is not None else weight.shape)],
+                "weight_file": f"firmware/weights/{weight.name}.h",
+                "weight_file_shape": [int(s) for s in weight.data.shape],
+                "bias_file": f"firmware/weights/{bias.name}.h" if bias is not None else None,
+                "strategy": layer.get_attr("strategy", "latency"),
+                "reuse_factor": int(layer.get_attr("reuse_factor", 1)),
+                "weight_precision": str(weight.type.precision),
+                "weight_bits": int(weight.type.precision.width),
+                "input_precision": str(in_precision),
+                "input_bits": int(getattr(in_precision, "width", 0)),
+                "output_precision": str(layer.get_output_variable().type.precision),
+                "output_pixels": int(np.prod(out_shape[:-1])) if layer.class_name != "Dense" else 1,
+                "masked_kernels": int(masks[layer.name].sum()) if layer.name in masks else 0,
+                "masked_weights": _masked_weights(masks.get(layer.name), kernel),
+            }
+        )
+    return rows
+
+
+def _masked_weights(pruned, kernel) -> int:
+    if pruned is None or kernel is None:
+        return 0
+    return int(pruned.sum()) * int(np.prod(kernel.shape[:-2]))
+
+
+def export_project(
+    qmodel: tf.keras.Model,
+    cfg: Config,
+    backend: str,
+    x_tb: np.ndarray,
+    *,
+    force: bool = False,
+    source: str = "",
+) -> Path:
+    """Write the HLS project for `backend` atomically; return its folder."""
+    from hls4ml.utils.serialization import serialize_model
+
+    ecfg = cfg.export
+    check_export_config(ecfg)
+    final = project_dir(cfg, backend)
+    masks = masks_of(qmodel)
+    model = logits_model(strip_masks(qmodel))
+    y_tb = model.predict(x_tb, verbose=0, batch_size=256)
+    with atomic_dir(final, force=force) as tmp, tempfile.TemporaryDirectory() as scratch:
+        x_file, y_file = Path(scratch) / "x_tb.npy", Path(scratch) / "y_tb.npy"
+        np.save(x_file, np.asarray(x_tb, np.float32))
+        np.save(y_file, np.asarray(y_tb, np.float32))
+        hls_model = convert(model, ecfg, backend, tmp, x_file, y_file)
+        hls_model.write()
+        hls_model.config.config["InputData"] = None  # the .dat files are in tb_data/ already
+        hls_model.config.config["OutputPredictions"] = None
+        serialize_model(hls_model, tmp / HLS_MODEL)
+        _fix_output_dir(tmp, final)
+        manifest = {
+            "backend": backend,
+            "project_name": PROJECT_NAME,
+            "part": hls_model.config.get_config_value("Part"),
+            "board": ecfg.board if backend == "VivadoAccelerator" else None,
+            "clock_period": ecfg.clock_period,
+            "io_type": ecfg.io_type,
+            "maximum_size": hls_model.config.get_config_value("MaximumSize"),
+            "export_config": asdict(ecfg),
+            "source": source,
+            "hls4ml_version": _version("hls4ml"),
+            "testbench_images": int(len(x_tb)),
+            "output_precision": str(hls_model.get_output_variables()[0].type.precision),
+            "layers": layer_manifest(hls_model, qmodel, masks),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return final
+
+
+def _fix_output_dir(tmp: Path, final: Path) -> None:
+    """hls4ml records its output folder in hls4ml_config.yml: point it at the final one."""
+    config_file = tmp / "hls4ml_config.yml"
+    if config_file.is_file():
+        config_file.write_text(config_file.read_text().replace(str(tmp), str(final.resolve())))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of an exported project; a folder without one is a BadInput."""
+    if not (folder / MANIFEST).is_file():
+        raise BadInput(f"{folder}: not an fpgaprune HLS project (no {MANIFEST}); run `fpgaprune export` first")
+    return read_json(folder / MANIFEST)
+
+
+def same_settings(folder: Path, ecfg: ExportConfig) -> bool:
+    """Whether an existing project was exported with these export settings."""
+    saved = read_manifest(folder).get("export_config", {})
+    current = json.loads(json.dumps(asdict(ecfg)))
+    ignore = ("csim_images", "csim_workers", "output_dir")
+    return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in current.items() if k not in ignore}
+
+
+def remove_project(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

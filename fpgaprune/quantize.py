@@ -1,0 +1,285 @@
+"""Quantization: the pruned Keras model as a QKeras model, fine-tuned with the masks still on.
+
+`build_quantized_model` rebuilds the model layer by layer: an input quantizer first (hls4ml
+needs one to derive bit-exact precisions), Conv2D/Dense as QConv2D/QDense with
+`quantized_bits(bits, integer, alpha=1)` weights (plain fixed point, no scale, so the
+quantized weights are exactly the ap_fixed values in the HLS project), ReLU as
+`QActivation(quantized_relu(bits, integer))`. The masks go back on with `apply_masks`, whose
+KernelMask keeps QKeras' weight clipping, so quantization-aware training keeps every pruned
+kernel at 0.0; `quantized_bits` maps 0.0 to exactly 0, which `check_quantized_zeros` verifies
+on the quantized weights themselves.
+
+    qmodel = build_quantized_model(pruned, cfg.quantize, masks)
+    qmodel, summary = quantize_model(pruned, masks, data, cfg)
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from .config import Config, QuantizeConfig
+from .data import Dataset
+from .errors import BadInput, WorkFailed
+from .masks import ChannelMask, apply_masks, conv_layers, masked_max_abs
+
+# QKeras layers serialize their quantizers through keras.constraints.serialize, which warns
+# on every save and clone although the result loads back correctly.
+warnings.filterwarnings("ignore", message=r"The `keras\.constraints\.serialize\(\)` API", category=UserWarning)
+# Rebuilding layers from their configs re-uses initializer configs; the weights are copied anyway.
+warnings.filterwarnings("ignore", message=r"The initializer \w+ is unseeded", category=UserWarning)
+
+# Layers passed through unchanged: they only move, pick or pad values (bit-exact in hls4ml).
+PASS_THROUGH = {
+    "Flatten", "Reshape", "Dropout", "MaxPooling1D", "MaxPooling2D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D",
+    "UpSampling1D", "UpSampling2D", "Concatenate", "Add", "Permute",
+}
+WEIGHT_TYPES = {"Conv2D": "QConv2D", "QConv2D": "QConv2D", "Dense": "QDense", "QDense": "QDense"}
+ACTIVATION_TYPES = {"Activation", "ReLU", "QActivation", "Softmax"}
+# hls4ml reserves this layer name for its own input node.
+RESERVED_NAMES = {"input": "image"}
+
+
+def quantizers(cfg: QuantizeConfig):
+    """Functions name -> QKeras quantizer for weights, biases, activations and the input."""
+    from qkeras import quantized_bits, quantized_relu
+
+    def weight(name):
+        b = cfg.layers.get(name)
+        return quantized_bits(b.bits if b else cfg.weight_bits, b.integer if b else cfg.weight_integer, alpha=1)
+
+    def bias(name):
+        return quantized_bits(cfg.bias_bits, cfg.bias_integer, alpha=1)
+
+    def relu(name):
+        b = cfg.layers.get(name)
+        return quantized_relu(b.bits if b else cfg.activation_bits, b.integer if b else cfg.activation_integer)
+
+    def inputs():
+        return quantized_bits(cfg.input_bits, cfg.input_integer, alpha=1)
+
+    return weight, bias, relu, inputs
+
+
+def check_convertible(model: tf.keras.Model) -> None:
+    """Raise BadInput naming the first layer hls4ml 1.3 cannot convert, with its type."""
+    from hls4ml.converters import get_supported_keras_layers
+
+    supported = set(get_supported_keras_layers()) | {"Dropout"}
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if isinstance(layer, tf.keras.Model):
+            raise BadInput(f"layer {layer.name!r} is a nested model ({kind}); flatten it into one model first")
+        if kind not in supported:
+            raise BadInput(f"layer {layer.name!r} ({kind}) cannot be converted by hls4ml {_hls4ml_version()}")
+
+
+def _hls4ml_version() -> str:
+    from importlib.metadata import version
+
+    return version("hls4ml")
+
+
+def _layer_graph(model: tf.keras.Model):
+    """(layers with their input layer names, input names, output names) in model order."""
+    if isinstance(model, tf.keras.Sequential):
+        names = [layer.name for layer in model.layers]
+        inbound = {name: [prev] for prev, name in zip(["__input__", *names], names, strict=False)}
+        return model.layers, inbound, ["__input__"], [names[-1]]
+    config = model.get_config()
+    inbound = {}
+    for entry in config["layers"]:
+        nodes = entry.get("inbound_nodes") or []
+        if len(nodes) > 1:
+            raise BadInput(f"layer {entry['name']!r} is used more than once (shared layers cannot be quantized)")
+        inbound[entry["name"]] = [item[0] for item in nodes[0]] if nodes else []
+    inputs = [item[0] for item in config["input_layers"]]
+    outputs = [item[0] for item in config["output_layers"]]
+    return model.layers, inbound, inputs, outputs
+
+
+def _activation_name(layer) -> str:
+    kind = type(layer).__name__
+    if kind == "ReLU":
+        return "relu"
+    if kind == "Softmax":
+        return "softmax"
+    act = layer.get_config().get("activation", "linear")
+    if isinstance(act, dict):  # a QKeras quantizer (QActivation)
+        return "relu" if "relu" in act.get("class_name", "") else act.get("class_name", "linear")
+    if isinstance(act, str):
+        return "relu" if act.startswith("quantized_relu") else act
+    return getattr(act, "__name__", str(act))
+
+
+def build_quantized_model(model: tf.keras.Model, cfg: QuantizeConfig, masks: dict | None = None) -> tf.keras.Model:
+    """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed."""
+    from qkeras import QActivation, QConv2D, QDense
+
+    check_convertible(model)
+    weight_q, bias_q, relu_q, input_q = quantizers(cfg)
+    layers, inbound, input_names, output_names = _layer_graph(model)
+    known = {layer.name for layer in layers}
+    for name in cfg.layers:
+        if name not in known:
+            raise BadInput(f"quantize.layers.{name}: no such layer (layers: {', '.join(sorted(known))})")
+
+    def activation(x, kind: str, name: str):
+        if kind == "relu":
+            return QActivation(relu_q(name), name=name)(x)
+        if kind in ("linear", None):
+            return x
+        return tf.keras.layers.Activation(kind, name=name)(x)  # softmax (dropped at export), tanh...
+
+    tensors: dict[str, tf.Tensor] = {}
+    new_inputs = []
+    if isinstance(model, tf.keras.Sequential):
+        inp = tf.keras.Input(model.input_shape[1:], name="image")
+        new_inputs.append(inp)
+        tensors["__input__"] = QActivation(input_q(), name="input_quantizer")(inp)
+    copies: dict[str, str] = {}  # new weight layer -> old layer, to copy weights after building
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            name = RESERVED_NAMES.get(layer.name, layer.name)
+            inp = tf.keras.Input(layer.input_shape[0][1:] if isinstance(layer.input_shape, list)
+                                 else layer.input_shape[1:], name=name)
+            new_inputs.append(inp)
+            tensors[layer.name] = QActivation(input_q(), name=f"{name}_quantizer")(inp)
+            continue
+        args = [tensors[n] for n in inbound[layer.name]]
+        x = args[0] if len(args) == 1 else args
+        if kind in WEIGHT_TYPES:
+            config = _plain_weight_config(layer)
+            act = config.pop("activation")
+            cls = QConv2D if WEIGHT_TYPES[kind] == "QConv2D" else QDense
+            x = cls(**config, kernel_quantizer=weight_q(layer.name), bias_quantizer=bias_q(layer.name))(x)
+            copies[layer.name] = layer.name
+            act_name = act if isinstance(act, str) else "linear"
+            x = activation(x, act_name, f"{layer.name}_{act_name}")
+        elif kind in ACTIVATION_TYPES:
+            x = activation(x, _activation_name(layer), layer.name)
+        elif kind in PASS_THROUGH:
+            x = type(layer).from_config(layer.get_config())(x)
+        else:
+            raise BadInput(
+                f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes Conv2D, Dense "
+                "and ReLU, and passes pooling/reshaping through); fold or remove it first"
+            )
+        tensors[layer.name] = x
+    outputs = [tensors[n] for n in output_names]
+    qmodel = tf.keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_q")
+    for name in copies:
+        qmodel.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    if masks:
+        qmodel = apply_masks(qmodel, masks, prune_bias=_has_bias_masks(model))
+    return qmodel
+
+
+def _has_bias_masks(model) -> bool:
+    return any(isinstance(getattr(layer, "bias_constraint", None), ChannelMask) for layer in model.layers)
+
+
+def _plain_weight_config(layer) -> dict:
+    """A Conv2D/Dense config without mask constraints or old quantizers (they are rebuilt)."""
+    config = dict(layer.get_config())
+    for key in ("kernel_quantizer", "bias_quantizer", "kernel_range", "bias_range",
+                "kernel_constraint", "bias_constraint"):
+        config.pop(key, None)
+    return config
+
+
+def quantized_kernels(model: tf.keras.Model) -> dict[str, np.ndarray]:
+    """Each QConv2D/QDense kernel after its quantizer: the values the hardware will hold."""
+    out = {}
+    for layer in model.layers:
+        q = getattr(layer, "kernel_quantizer_internal", None)
+        if q is not None:
+            out[layer.name] = np.asarray(q(tf.constant(layer.kernel)))
+    return out
+
+
+def check_quantized_zeros(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> float:
+    """The largest |quantized weight| among masked kernels; WorkFailed unless it is 0.0."""
+    kernels = quantized_kernels(model)
+    worst = 0.0
+    for name, pruned in masks.items():
+        if pruned.any():
+            worst = max(worst, float(np.abs(kernels[name][:, :, pruned]).max()))
+    if worst != 0.0:
+        raise WorkFailed(f"quantization left a masked weight at {worst:g} (expected exactly 0.0)")
+    return worst
+
+
+def bit_widths(model: tf.keras.Model) -> dict[str, dict]:
+    """Per quantized layer: the quantizer (as QKeras prints it) of its weights or output."""
+    out = {}
+    for layer in model.layers:
+        if hasattr(layer, "kernel_quantizer_internal"):
+            q = layer.kernel_quantizer_internal
+            out[layer.name] = {"kind": "weights", "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
+        elif type(layer).__name__ == "QActivation":
+            q = layer.quantizer
+            out[layer.name] = {"kind": "activation", "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
+    return out
+
+
+def quantize_model(model: tf.keras.Model, masks: dict, data: Dataset, cfg: Config, verbose: int = 1):
+    """Quantize `model`, fine-tune it with the masks enforced; return (qmodel, summary)."""
+    from .train import compile_model, evaluate, fit, optimizer_from, set_seed
+
+    set_seed(cfg.seed)
+    q = cfg.quantize
+    qmodel = build_quantized_model(model, q, masks)
+    float_scores = evaluate(model, data)
+    before = evaluate(qmodel, data)
+    lr = q.learning_rate or cfg.train.learning_rate / 10
+    compile_model(qmodel, optimizer_from(cfg.train, learning_rate=lr), masked=True)
+    history = {}
+    if q.epochs:
+        history = fit(qmodel, data, q.epochs, cfg.train.batch_size, verbose=verbose).history
+    after = evaluate(qmodel, data)
+    worst_float = masked_max_abs(qmodel, masks) if masks else 0.0
+    worst_quantized = check_quantized_zeros(qmodel, masks) if masks else 0.0
+    kernels = quantized_kernels(qmodel)
+    convs = {layer.name for layer in conv_layers(qmodel)}
+    summary = {
+        "stage": "quantized",
+        "float": float_scores,
+        "quantized_before_finetune": before,
+        **after,
+        "accuracy_drop_vs_float": _drop(float_scores, after),
+        "finetune_epochs": q.epochs,
+        "learning_rate": lr,
+        "bits": bit_widths(qmodel),
+        "masked_kernels": {name: int(m.sum()) for name, m in masks.items()},
+        "masked_max_abs_float": worst_float,
+        "masked_max_abs_quantized": worst_quantized,
+        "zero_quantized_weights": {n: int((k == 0).sum()) for n, k in kernels.items()},
+        "conv_layers": sorted(convs),
+        "history": history,
+        "test_images": int(len(data.x_test)),
+    }
+    return qmodel, summary
+
+
+def _drop(before: dict, after: dict) -> float | None:
+    key = "test_accuracy" if before.get("test_accuracy") is not None else "val_accuracy"
+    if before.get(key) is None or after.get(key) is None:
+        return None
+    return before[key] - after[key]
+
+
+def logits_model(model: tf.keras.Model) -> tf.keras.Model:
+    """The model up to its final softmax (the class is the argmax either way).
+
+    Hardware computes the argmax on the logits; a softmax would add lookup tables and is not
+    bit-exact in hls4ml, so the exported design ends at the last Dense layer.
+    """
+    last = model.layers[-1]
+    if type(last).__name__ in ("Activation", "Softmax") and _activation_name(last) == "softmax":
+        return tf.keras.Model(model.inputs, last.input, name=model.name)
+    return model

@@ -1,0 +1,122 @@
+"""Hardware accounting: counts read back from the exported weight files, per strategy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fpgaprune.accounting import (
+    as_dict,
+    count_project,
+    format_table,
+    multipliers,
+    read_weight_file,
+    warnings,
+)
+from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
+from fpgaprune.export import export_project, read_manifest
+from fpgaprune.masks import apply_masks
+from fpgaprune.models import build_reference_cnn
+from fpgaprune.quantize import build_quantized_model, quantized_kernels
+
+pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
+TINY = {"conv_filters": [4, 8], "fc_units": 16}
+FRACTION = 0.5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny pruned model exported with Latency convs and a Resource fc1 at reuse factor 4."""
+    tf.keras.utils.set_random_seed(0)
+    pruned = np.zeros((4, 8), bool)
+    pruned.flat[np.random.RandomState(0).permutation(32)[: int(32 * FRACTION)]] = True
+    masks = {"conv2": pruned}
+    model = apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks)
+    qmodel = build_quantized_model(model, QuantizeConfig(), masks)
+    cfg = parse_config({
+        "name": "acc", "model": TINY,
+        "export": {"output_dir": str(tmp_path_factory.mktemp("hls")), "layer_strategy": {"fc1": "Resource"},
+                   "layer_reuse": {"fc1": 4}},
+    })
+    folder = export_project(qmodel, cfg, "Vivado", np.zeros((2, 28, 28, 1), np.float32))
+    return folder, qmodel, masks
+
+
+def test_counts_come_from_the_exported_files(exported):
+    folder, qmodel, masks = exported
+    rows = {r.name: r for r in count_project(folder)}
+    kernels = quantized_kernels(qmodel)
+    for name in ("conv1", "conv2", "fc1", "fc2"):
+        assert rows[name].weights == kernels[name].size
+        assert rows[name].nonzero == np.count_nonzero(kernels[name])
+    # the file's own zero count (hls4ml's `//Number of zeros`) agrees
+    layer = next(r for r in read_manifest(folder)["layers"] if r["name"] == "conv2")
+    assert read_weight_file(folder / layer["weight_file"]).nzeros == rows["conv2"].weights - rows["conv2"].nonzero
+
+
+def test_files_not_keras_are_read(exported, tmp_path):
+    """Editing a weight file changes the count: the table reads the exported design."""
+    import shutil
+
+    folder, _, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    layer = next(r for r in read_manifest(copy)["layers"] if r["name"] == "fc2")
+    path = copy / layer["weight_file"]
+    text = path.read_text()
+    head, _, body = text.partition("= {")
+    values = body.split("}")[0].split(",")
+    nonzero_before = sum(float(v) != 0 for v in values)
+    body = body.replace(values[0], " 0.0", 1) if float(values[0]) != 0 else body
+    path.write_text(head + "= {" + body)
+    after = {r.name: r for r in count_project(copy)}["fc2"].nonzero
+    assert after == nonzero_before - (float(values[0]) != 0)
+
+
+def test_pruned_fraction_cuts_conv_multiplications(exported):
+    folder, _, masks = exported
+    rows = {r.name: r for r in count_project(folder)}
+    conv2 = rows["conv2"]
+    assert conv2.masked_weights == int(masks["conv2"].sum()) * 9
+    assert conv2.mults_per_image <= (1 - FRACTION) * conv2.mults_per_image_unpruned
+    assert conv2.multipliers == conv2.nonzero  # Latency, reuse factor 1: zeros are dropped
+    assert conv2.multipliers_unpruned == conv2.weights
+    summary = as_dict(list(rows.values()))
+    conv_total = conv2.mults_per_image_unpruned + rows["conv1"].mults_per_image_unpruned
+    assert summary["conv_nonzero_mults_cut"] >= FRACTION * conv2.mults_per_image_unpruned / conv_total
+
+
+def test_resource_strategy_wastes_zeros_and_says_so(exported):
+    folder, _, _ = exported
+    rows = count_project(folder)
+    fc1 = next(r for r in rows if r.name == "fc1")
+    assert fc1.strategy == "resource" and fc1.reuse_factor == 4
+    assert fc1.multipliers == fc1.multipliers_unpruned == fc1.weights // 4
+    zeros = fc1.weights - fc1.nonzero
+    messages = warnings(rows)
+    assert (zeros > 0) == any(m.startswith("warning: fc1:") for m in messages)
+    assert not any("conv2" in m for m in messages)
+    table = format_table(rows)
+    assert "conv2" in table and "unpruned -> pruned" in table and "DSP" in table
+
+
+def test_dsp_only_for_wide_weights(exported):
+    folder, _, _ = exported
+    rows = {r.name: r for r in count_project(folder)}
+    # 8-bit weights: hls4ml's VivadoDSPEstimator puts the products in LUTs
+    assert all(r.dsp == 0 and r.lut > 0 for r in rows.values())
+    from fpgaprune.accounting import dsp_estimate
+
+    wide = {"name": "x", "strategy": "latency", "reuse_factor": 1, "weight_bits": 12}
+    assert dsp_estimate(wide, 100, 37) == 37
+
+
+def test_multiplier_rules_per_strategy():
+    w = np.array([0, 0, 0, 0, 1, 2, 0, 3.0])
+    assert multipliers("latency", 1, w) == 3  # non-zero weights
+    assert multipliers("latency", 2, w) == 4  # zeros not exploited at RF > 1
+    assert multipliers("resource", 2, w) == 4
+    # Resource_Unrolled: slots (rows of RF weights) that are all zero need no multiplier
+    assert multipliers("resource_unrolled", 2, w) == 4 - 2
+    assert multipliers("resource_unrolled", 4, w) == 2 - 1

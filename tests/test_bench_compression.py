@@ -1,0 +1,84 @@
+"""The compression benchmark's harness, on its smallest piece: one method, one target, 1 epoch.
+
+Keeps bench/compression.py from rotting silently: the record has every field the table and
+plot read, and the non-zero conv multiplications are exactly what the target asks for.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+RECORD_FIELDS = {
+    "method", "granularity", "target_fraction", "seed", "test_accuracy", "val_accuracy",
+    "conv_mults_total", "conv_mults_nonzero", "conv_mults_removed", "target_conv_mults_nonzero",
+    "nonzero_mults_per_layer", "nonzero_weights_per_layer", "quantized", "seconds", "epochs",
+}
+HARDWARE_FIELDS = {"test_accuracy", "conv_mults_nonzero", "multipliers", "dsp", "lut"}
+
+
+@pytest.fixture(scope="module")
+def point(t10k_path):
+    import compression
+
+    from fpgaprune.data import load_dataset
+
+    cfg = compression.bench_config(ROOT / "configs" / "mnist_cnn.yaml")  # conv1 and conv2
+    data = load_dataset("mnist-5k", validation_fraction=0.1, seed=1, limit=300, test=f"mnist-t10k:{t10k_path}")
+    data = replace(data, x_test=data.x_test[:500], y_test=data.y_test[:500])
+    baseline, info = compression.train_seed_baseline(cfg, data, baseline_epochs=1)
+    weights = [w.copy() for w in baseline.get_weights()]
+    record = compression.run_point("kernel-oneshot", baseline, 0.7, data, cfg, epochs=1)
+    return compression, baseline, weights, info, record
+
+
+def test_record_has_every_field_and_hits_the_target(point):
+    compression, baseline, weights, info, r = point
+    assert RECORD_FIELDS <= set(r)
+    assert set(r["quantized"]) == {"8", "6"}
+    for bits, hw in r["quantized"].items():
+        assert HARDWARE_FIELDS <= set(hw), bits
+        assert 0.0 <= hw["test_accuracy"] <= 1.0
+        # Rounding can only add zeros; the pruned kernels stay zero.
+        assert hw["conv_mults_nonzero"] <= r["conv_mults_nonzero"]
+        assert 0 <= hw["dsp"] <= hw["multipliers"] <= sum(r["nonzero_weights_per_layer"].values())
+    # 70% of each conv layer's 2-D kernels, rounded up: conv1 23 of 32, conv2 717 of 1,024.
+    pixels = {"conv1": 26 * 26, "conv2": 11 * 11}
+    assert r["nonzero_weights_per_layer"] == {"conv1": 9 * 9, "conv2": 9 * 307}
+    assert r["conv_mults_nonzero"] == r["target_conv_mults_nonzero"] == 9 * (9 * pixels["conv1"] + 307 * pixels["conv2"])
+    assert r["conv_mults_total"] == 9 * (32 * pixels["conv1"] + 1024 * pixels["conv2"])
+    assert r["conv_mults_removed"] >= 0.7
+    assert 0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 and r["seconds"] > 0
+    assert info["epochs"] == 1
+
+
+def test_the_baseline_is_left_unchanged(point):
+    import numpy as np
+
+    _, baseline, weights, _, _ = point
+    for before, after in zip(weights, baseline.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_summary_table_and_targets(point):
+    import compression_report
+
+    compression, _, _, _, r = point
+    rows = compression.summarize([r, {**r, "seed": 2, "test_accuracy": r["test_accuracy"] + 0.01}])
+    assert len(rows) == 1 and rows[0]["seeds"] == [1, 2]
+    assert rows[0]["test_accuracy_std"] > 0
+    result = {"summary": rows, "methods": {"kernel-oneshot": {}}}
+    table = compression_report.table(result).splitlines()
+    assert len(table) == 3 and table[2].startswith("| kernel-oneshot | 70% |")
+    # Granularities round differently: single weights prune the fewest extra multiplications.
+    geometry = {"conv2": {"kernel_shape": (3, 3, 32, 32), "pixels": 121}}
+    assert compression.target_nonzero_mults(geometry, 0.5, "weight") == 4608 * 121
+    assert compression.target_nonzero_mults(geometry, 0.5, "filter") == 16 * 288 * 121
+    assert compression.target_nonzero_mults(geometry, 0.0, None) == 9216 * 121
+    assert compression.target_nonzero_mults(geometry, 0.5, "kernel", layers=["conv1"]) == 9216 * 121
