@@ -32,8 +32,29 @@ from .io import atomic_path
 CONV_TYPES = ("Conv2D", "QConv2D")
 
 
+class _ZeroMask(tf.keras.constraints.Constraint):
+    """Shared by the mask constraints: optional clipping, then the masked entries set to 0.0."""
+
+    clip: float | None
+    _keep: np.ndarray
+
+    @property
+    def keep(self) -> np.ndarray:
+        """The 0/1 multiplier, shape of the weight (1 = kept)."""
+        return self._keep
+
+    def __call__(self, w):
+        if self.clip is not None:
+            w = tf.clip_by_value(w, -self.clip, self.clip)
+        # where(), not w * keep: a negative weight times 0.0 would give -0.0.
+        return tf.where(tf.constant(self._keep, dtype=tf.bool), w, tf.zeros_like(w))
+
+    def mask_gradient(self, grad):
+        return grad * tf.constant(self._keep, dtype=grad.dtype)
+
+
 @tf.keras.utils.register_keras_serializable(package="fpgaprune")
-class KernelMask(tf.keras.constraints.Constraint):
+class KernelMask(_ZeroMask):
     """Constraint that zeroes the pruned 2-D kernels `W[:, :, cin, cout]` after every update.
 
     `pruned` lists (cin, cout) pairs; the config stores that list, not a dense array, so it
@@ -50,26 +71,12 @@ class KernelMask(tf.keras.constraints.Constraint):
             keep[cin, cout] = 0.0
         self._keep = np.broadcast_to(keep, self.kernel_shape).copy()
 
-    @property
-    def keep(self) -> np.ndarray:
-        """The 0/1 multiplier, shape of the kernel (1 = kept)."""
-        return self._keep
-
-    def __call__(self, w):
-        if self.clip is not None:
-            w = tf.clip_by_value(w, -self.clip, self.clip)
-        # where(), not w * keep: a negative weight times 0.0 would give -0.0.
-        return tf.where(tf.constant(self._keep, dtype=tf.bool), w, tf.zeros_like(w))
-
-    def mask_gradient(self, grad):
-        return grad * tf.constant(self._keep, dtype=grad.dtype)
-
     def get_config(self):
         return {"kernel_shape": self.kernel_shape, "pruned": [list(p) for p in self.pruned], "clip": self.clip}
 
 
 @tf.keras.utils.register_keras_serializable(package="fpgaprune")
-class ChannelMask(tf.keras.constraints.Constraint):
+class ChannelMask(_ZeroMask):
     """Constraint that zeroes chosen entries of a bias vector (fully pruned output channels)."""
 
     def __init__(self, size, pruned, clip=None):
@@ -78,18 +85,6 @@ class ChannelMask(tf.keras.constraints.Constraint):
         self.clip = None if clip is None else float(clip)
         self._keep = np.ones(self.size, np.float32)
         self._keep[self.pruned] = 0.0
-
-    @property
-    def keep(self) -> np.ndarray:
-        return self._keep
-
-    def __call__(self, w):
-        if self.clip is not None:
-            w = tf.clip_by_value(w, -self.clip, self.clip)
-        return tf.where(tf.constant(self._keep, dtype=tf.bool), w, tf.zeros_like(w))
-
-    def mask_gradient(self, grad):
-        return grad * tf.constant(self._keep, dtype=grad.dtype)
 
     def get_config(self):
         return {"size": self.size, "pruned": self.pruned, "clip": self.clip}
