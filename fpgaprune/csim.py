@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import BadInput, WorkFailed
-from .export import HLS_MODEL, read_manifest
+from .export import HLS_MODEL, read_manifest, write_project
 from .io import write_json
 from .masks import strip_masks
 from .quantize import logits_model
@@ -69,7 +69,8 @@ def compile_copy(project: Path, workdir: Path):
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log):
-            hls_model.compile()
+            write_project(hls_model)  # = hls4ml's compile(): write, then build with g++
+            hls_model._compile()
     except Exception as exc:
         tail = " ".join(log.getvalue().split()[-40:])
         raise WorkFailed(f"compiling {project} with g++ failed ({exc}): {tail}") from None

@@ -120,11 +120,22 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
             ) from None
         raise WorkFailed(f"hls4ml could not convert the model for {backend}: {message}") from None
     hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
-    if backend == "VivadoAccelerator":
-        # hls4ml 1.3's axi_stream wrapper (vivado_accelerator_writer.py) writes one line with a
-        # literal `input_t` instead of the input's type name; name the input type so it compiles.
-        hls_model.get_input_variables()[0].type.name = "input_t"
     return hls_model
+
+
+def write_project(hls_model) -> None:
+    """hls4ml's `write`, plus the fix of a known hls4ml 1.3 slip in the generated code.
+
+    The VivadoAccelerator axi_stream wrapper for io_stream (vivado_accelerator_writer.py) has
+    one line with a literal `input_t::size` where the input's type name belongs, so
+    `myproject_axi.cpp` does not compile unless the input layer's type happens to be `input_t`.
+    """
+    hls_model.write()
+    wrapper = Path(hls_model.config.get_output_dir()) / "firmware" / f"{PROJECT_NAME}_axi.cpp"
+    input_type = hls_model.get_input_variables()[0].type.name
+    if wrapper.is_file() and input_type != "input_t":
+        text = wrapper.read_text()
+        wrapper.write_text(text.replace("in[i * input_t::size + j].last", f"in[i * {input_type}::size + j].last"))
 
 
 def _maximum_size(hls_model) -> int:
@@ -201,7 +212,7 @@ def export_project(
         np.save(x_file, np.asarray(x_tb, np.float32))
         np.save(y_file, np.asarray(y_tb, np.float32))
         hls_model = convert(model, ecfg, backend, tmp, x_file, y_file)
-        hls_model.write()
+        write_project(hls_model)
         hls_model.config.config["InputData"] = None  # the .dat files are in tb_data/ already
         hls_model.config.config["OutputPredictions"] = None
         serialize_model(hls_model, tmp / HLS_MODEL)

@@ -56,6 +56,19 @@ def test_csim_is_bit_exact_with_qkeras(tmp_path, small_data):
 
 
 @pytest.mark.slow
+def test_board_project_compiles_and_is_bit_exact(tmp_path):
+    """The VivadoAccelerator (board) project carries the axi wrapper; it must compile too."""
+    model, masks = tiny_pruned(1)
+    qmodel = build_quantized_model(model, QuantizeConfig(), masks)
+    cfg = parse_config({"name": "bd", "model": TINY, "export": {"output_dir": str(tmp_path), "board": "pynq-z2"}})
+    images = np.random.RandomState(0).rand(30, 28, 28, 1).astype(np.float32)
+    folder = export_project(qmodel, cfg, "VivadoAccelerator", images[:2])
+    assert (folder / "firmware" / "myproject_axi.cpp").is_file()
+    summary = run_csim(folder, qmodel, images, workers=1)
+    assert summary["bit_exact"] and summary["sources_identical_to_export"]
+
+
+@pytest.mark.slow
 def test_differences_are_located_with_the_trace(tmp_path):
     """A float tanh becomes a lookup table in hls4ml: not bit-exact, and the trace says where."""
     layers = tf.keras.layers
@@ -131,3 +144,10 @@ def test_hls_command_runs_the_chain(tmp_path, small_data):
     assert main(["export", "--config", str(path)]) == 2  # the project exists: no silent overwrite
     proc = run_cli("export", "--config", str(path))
     assert proc.returncode == 2 and "pass --force" in error_lines(proc)[0]
+
+
+def test_hls_without_pruned_stage_says_make_prune(tmp_path, capsys):
+    code = main(["hls", "--config", "configs/mnist_cnn.yaml", "--set", f"runs_dir={tmp_path}",
+                 "--set", f"export.output_dir={tmp_path}/hls"])
+    assert code == 2
+    assert "no saved pruned model; run `make prune` first" in capsys.readouterr().err

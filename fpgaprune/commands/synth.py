@@ -40,7 +40,7 @@ def run(args) -> int:
             f"{', '.join(missing)} not found on PATH: `make synth` needs the Xilinx tools "
             f"(source settings64.sh of Vivado/Vitis HLS); `make hls` runs without them"
         )
-    import hls4ml
+    from hls4ml.report import parse_vivado_report, print_vivado_report
 
     from ..csim import load_hls_model
 
@@ -55,7 +55,9 @@ def run(args) -> int:
             hls_model.build(**options)
         except Exception as exc:
             raise WorkFailed(f"{backend} build of {folder} failed: {exc}") from None
-        report = hls4ml.report.parse_vivado_report(str(folder))
-        write_json(folder / "synth_report.json", report or {})
-        hls4ml.report.print_vivado_report(report or {})
+        report = parse_vivado_report(str(folder))
+        if not report:
+            raise WorkFailed(f"{backend} build of {folder} left no report to parse; see the logs in {folder}")
+        write_json(folder / "synth_report.json", report)
+        print_vivado_report(report)
     return 0
