@@ -150,12 +150,20 @@ def compile_for_transfer(net: tf.keras.Model, optimizer, steps_per_execution: in
     )
 
 
-def _fit(net, train, val, epochs: int, patience: int | None, verbose: int) -> FitResult:
+def _fit(net, train, steps: int, val, val_steps: int | None, epochs: int, patience: int | None, verbose: int) -> FitResult:
     timer = EpochTimer()
     callbacks = [timer]
     if patience and val is not None:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True))
-    history = net.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    history = net.fit(
+        train,
+        steps_per_epoch=steps,
+        validation_data=val,
+        validation_steps=val_steps,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
     hist = {k: [float(v) for v in values] for k, values in history.history.items()}
     return FitResult(len(timer.seconds), hist, timer.seconds)
 
@@ -182,8 +190,12 @@ def train_layers(model, trainable, data: Dataset, cfg: Config, *, epochs, learni
         )
     compile_for_transfer(net, optimizer_from(cfg.train, t.optimizer, learning_rate), t.steps_per_execution)
     size = cfg.train.batch_size
-    val = batches(x_val, data.y_val, size) if len(x_val) else None
-    result = _fit(net, batches(x_train, data.y_train, size, seed=cfg.seed), val, epochs, cfg.train.early_stopping_patience, verbose)
+    # Cached features are small: validate them in big batches (fewer calls, same weights).
+    val_size = max(size, 512) if split.head is not None else size
+    val = batches(x_val, data.y_val, val_size) if len(x_val) else None
+    train = batches(x_train, data.y_train, size, seed=cfg.seed, epochs=epochs)
+    steps, val_steps = -(-len(x_train) // size), -(-len(x_val) // val_size)
+    result = _fit(net, train, steps, val, val_steps or None, epochs, cfg.train.early_stopping_patience, verbose)
     info.update(epochs=result.epochs, epoch_seconds=result.epoch_seconds, history=result.history)
     return info
 
