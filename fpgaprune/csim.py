@@ -20,6 +20,8 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -106,24 +108,31 @@ def _predict_chunk(x: np.ndarray) -> np.ndarray:
 
 
 def predict(hls_model, x: np.ndarray, workers: int = 1, progress: bool = False) -> np.ndarray:
-    """C-simulate every image of `x`, in `workers` forked processes."""
+    """C-simulate every image of `x`, in `workers` forked processes.
+
+    A worker that dies (a forked process can crash in the compiled model when the parent held
+    TensorFlow's threads) makes the pool report it instead of waiting forever; the images are
+    then simulated in this process, so the answer is the same, only slower.
+    """
     global _WORKER_MODEL
     _WORKER_MODEL = hls_model
     x = np.ascontiguousarray(x, dtype=np.float32)
     chunks = [x[i : i + CHUNK] for i in range(0, len(x), CHUNK)]
     bar = _progress(len(x), progress)
+    parts: list[np.ndarray] = []
     try:
-        if workers <= 1 or len(chunks) == 1:
-            parts = []
-            for chunk in chunks:
-                parts.append(_predict_chunk(chunk))
-                bar.update(len(chunk))
-        else:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                parts = []
-                for part in pool.imap(_predict_chunk, chunks):
-                    parts.append(part)
-                    bar.update(len(part))
+        if workers > 1 and len(chunks) > 1:
+            try:
+                context = multiprocessing.get_context("fork")
+                with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                    for part in pool.map(_predict_chunk, chunks):
+                        parts.append(part)
+                        bar.update(len(part))
+            except BrokenProcessPool:
+                print("csim: a worker process died; simulating the remaining images in one process")
+        for chunk in chunks[len(parts) :]:
+            parts.append(_predict_chunk(chunk))
+            bar.update(len(chunk))
     finally:
         bar.close()
         _WORKER_MODEL = None

@@ -6,6 +6,7 @@ Compiling a project takes ~10 s, so the C-sim tests are few and marked slow.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -151,3 +152,24 @@ def test_hls_without_pruned_stage_says_make_prune(tmp_path, capsys):
                  "--set", f"export.output_dir={tmp_path}/hls"])
     assert code == 2
     assert "no saved pruned model; run `make prune` first" in capsys.readouterr().err
+
+
+class _DiesInWorkers:
+    """Stands in for a compiled hls4ml model whose forked copies crash."""
+
+    def __init__(self):
+        self.parent = os.getpid()
+
+    def predict(self, x):
+        if os.getpid() != self.parent:
+            os._exit(1)
+        return x.reshape(len(x), -1).sum(axis=1, keepdims=True)
+
+
+def test_predict_survives_a_dying_worker(capsys):
+    from fpgaprune.csim import CHUNK, predict
+
+    x = np.random.default_rng(0).random((3 * CHUNK, 2, 2, 1), np.float32)
+    out = predict(_DiesInWorkers(), x, workers=2)
+    np.testing.assert_array_equal(out, x.reshape(len(x), -1).sum(axis=1, keepdims=True))
+    assert "a worker process died" in capsys.readouterr().out
