@@ -227,8 +227,14 @@ def bit_widths(model: tf.keras.Model) -> dict[str, dict]:
     return out
 
 
-def quantize_model(model: tf.keras.Model, masks: dict, data: Dataset, cfg: Config, verbose: int = 1):
-    """Quantize `model`, fine-tune it with the masks enforced; return (qmodel, summary)."""
+def quantize_model(
+    model: tf.keras.Model, masks: dict, data: Dataset, cfg: Config, verbose: int = 1,
+    checkpoint_dir=None, resume: bool = False,
+):
+    """Quantize `model`, fine-tune it with the masks enforced; return (qmodel, summary).
+
+    With `checkpoint_dir` the fine-tuning saves every epoch and `resume` continues from there.
+    """
     from .train import compile_model, evaluate, fit, optimizer_from, set_seed
 
     set_seed(cfg.seed)
@@ -240,7 +246,10 @@ def quantize_model(model: tf.keras.Model, masks: dict, data: Dataset, cfg: Confi
     compile_model(qmodel, optimizer_from(cfg.train, learning_rate=lr), masked=True)
     history = {}
     if q.epochs:
-        history = fit(qmodel, data, q.epochs, cfg.train.batch_size, verbose=verbose).history
+        history = fit(
+            qmodel, data, q.epochs, cfg.train.batch_size, seed=cfg.seed, verbose=verbose,
+            checkpoint_dir=checkpoint_dir, resume=resume,
+        ).history
     after = evaluate(qmodel, data)
     worst_float = masked_max_abs(qmodel, masks) if masks else 0.0
     worst_quantized = check_quantized_zeros(qmodel, masks) if masks else 0.0

@@ -10,6 +10,7 @@ import time
 
 import h5py
 import numpy as np
+import pytest
 
 from .conftest import ROOT, error_lines, run_cli
 
@@ -24,6 +25,7 @@ def _weights(h5_file):
     return out
 
 
+@pytest.mark.slow
 def test_kill_mid_training_then_resume_matches_unbroken_run(tmp_path):
     unbroken = run_cli(*ARGS, "--set", f"runs_dir={tmp_path / 'a'}")
     assert unbroken.returncode == 0, unbroken.stderr
@@ -71,3 +73,57 @@ def test_resume_without_checkpoint_is_bad_input(tmp_path):
     proc = run_cli(*ARGS, "--set", f"runs_dir={tmp_path}", "--resume")
     assert proc.returncode == 2
     assert "no interrupted run to resume" in error_lines(proc)[0]
+
+
+def _pruned_run(runs_dir):
+    """A small pruned stage to quantize (conv2 kernels [0, 0] and [1, 2] masked)."""
+    from fpgaprune.config import Config, ModelConfig
+    from fpgaprune.masks import apply_masks, empty_masks, save_masks
+    from fpgaprune.models import build_reference_cnn
+    from fpgaprune.runs import save_stage
+    from fpgaprune.train import set_seed
+
+    cfg = Config(runs_dir=str(runs_dir), model=ModelConfig(conv_filters=[4, 8], fc_units=16))
+    set_seed(0)
+    model = build_reference_cnn(cfg.model)
+    masks = empty_masks(model)
+    masks["conv2"][0, 0] = masks["conv2"][1, 2] = True
+    save_stage(cfg, "pruned", apply_masks(model, masks), {"stage": "pruned"},
+               extras={"masks.npz": lambda p: save_masks(masks, p)})
+
+
+QUANTIZE = ["quantize", "--quiet", "--set", "quantize.epochs=10", "--set", "data.limit=1500",
+            "--set", "model.conv_filters=[4, 8]", "--set", "model.fc_units=16"]
+
+
+@pytest.mark.slow
+def test_quantize_resume_matches_unbroken_run(tmp_path):
+    for name in ("a", "b"):
+        _pruned_run(tmp_path / name)
+    unbroken = run_cli(*QUANTIZE, "--set", f"runs_dir={tmp_path / 'a'}")
+    assert unbroken.returncode == 0, unbroken.stderr
+
+    runs_b = tmp_path / "b"
+    state = runs_b / "mnist_cnn" / ".checkpoints" / "quantized" / "state.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fpgaprune.cli", *QUANTIZE, "--set", f"runs_dir={runs_b}"],
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "quantization finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (runs_b / "mnist_cnn" / "quantized").exists()
+
+    resumed = run_cli(*QUANTIZE, "--set", f"runs_dir={runs_b}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = _weights(tmp_path / "a" / "mnist_cnn" / "quantized" / "model.h5")
+    b = _weights(runs_b / "mnist_cnn" / "quantized" / "model.h5")
+    assert a.keys() == b.keys() and len(a) >= 8
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

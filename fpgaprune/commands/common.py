@@ -79,3 +79,24 @@ def verbosity(args) -> int:
     if getattr(args, "quiet", False):
         return 0
     return 1 if sys.stdout.isatty() else 2
+
+
+def add_resume_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch checkpoint")
+
+
+def checkpoint_for(cfg: Config, stage: str, args) -> Path:
+    """The stage's checkpoint folder, after checking --resume/--force against what is there."""
+    from ..checkpoint import remove_checkpoint
+    from ..runs import checkpoint_dir
+
+    folder = checkpoint_dir(cfg, stage)
+    resume, force = getattr(args, "resume", False), getattr(args, "force", False)
+    interrupted = (folder / "state.json").is_file()
+    if interrupted and not (resume or force):
+        raise BadInput(f"{folder} holds an interrupted run; pass --resume to continue it or --force to start over")
+    if resume and not interrupted:
+        raise BadInput(f"{folder}: no interrupted run to resume; run without --resume")
+    if force and not resume:
+        remove_checkpoint(folder)
+    return folder

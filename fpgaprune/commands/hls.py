@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_run_arguments, config_from_args, verbosity
+from .common import add_resume_argument, add_run_arguments, config_from_args, verbosity
 
 HELP = (
     "quantize -> export -> csim -> per-layer accounting table, from runs/<name>/pruned (which must "
@@ -14,6 +14,7 @@ HELP = (
 def add_arguments(p) -> None:
     add_run_arguments(p)
     p.add_argument("--images", type=int, metavar="N", help="C-simulate only the first N images")
+    add_resume_argument(p)
 
 
 def run(args) -> int:
@@ -36,7 +37,7 @@ def run(args) -> int:
         qmodel, _ = load_stage(cfg, "quantized")
     else:
         load_source(cfg)  # a missing pruned stage exits 2 before any work
-        qmodel, summary, folder = quantize_stage(cfg, args.test_data, args.force, verbosity(args))
+        qmodel, summary, folder = quantize_stage(cfg, args.test_data, args.force, verbosity(args), args.resume)
         print(f"quantized model saved to {folder}: {describe(summary)}")
     folders = export_stage(cfg, args.test_data, args.force, reuse=True)
     summaries = csim_stage(cfg, args.test_data, args.images, progress=not args.quiet)

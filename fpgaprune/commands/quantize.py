@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from ..errors import BadInput
 from ..runs import has_stage, load_data, stage_dir
-from .common import add_run_arguments, config_from_args, verbosity
+from .common import (
+    add_resume_argument,
+    add_run_arguments,
+    checkpoint_for,
+    config_from_args,
+    verbosity,
+)
 
 HELP = (
     "quantize the pruned model to QKeras (bit widths from the quantize section), fine-tune it "
@@ -14,6 +22,7 @@ HELP = (
 
 def add_arguments(p) -> None:
     add_run_arguments(p)
+    add_resume_argument(p)
 
 
 def load_source(cfg):
@@ -31,8 +40,9 @@ def load_source(cfg):
     return model, masks
 
 
-def quantize_stage(cfg, test_data: str | None, force: bool, verbose: int):
-    """Quantize + fine-tune + save; returns (qmodel, summary, folder)."""
+def quantize_stage(cfg, test_data: str | None, force: bool, verbose: int, resume: bool = False):
+    """Quantize + fine-tune (checkpointed every epoch) + save; returns (qmodel, summary, folder)."""
+    from ..checkpoint import remove_checkpoint
     from ..masks import save_masks
     from ..quantize import quantize_model
     from ..runs import save_stage
@@ -40,12 +50,14 @@ def quantize_stage(cfg, test_data: str | None, force: bool, verbose: int):
     if has_stage(cfg, "quantized") and not force:
         raise BadInput(f"{stage_dir(cfg, 'quantized')} already exists; pass --force to quantize again")
     model, masks = load_source(cfg)
+    ckpt = checkpoint_for(cfg, "quantized", SimpleNamespace(resume=resume, force=force))
     data = load_data(cfg, test_data)
-    qmodel, summary = quantize_model(model, masks, data, cfg, verbose=verbose)
+    qmodel, summary = quantize_model(model, masks, data, cfg, verbose=verbose, checkpoint_dir=ckpt, resume=resume)
     summary["source"] = str(stage_dir(cfg, cfg.quantize.start_from))
     folder = save_stage(
         cfg, "quantized", qmodel, summary, force=force, extras={"masks.npz": lambda path: save_masks(masks, path)}
     )
+    remove_checkpoint(ckpt)
     return qmodel, summary, folder
 
 
@@ -63,6 +75,6 @@ def describe(summary: dict) -> str:
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    _, summary, folder = quantize_stage(cfg, args.test_data, args.force, verbosity(args))
+    _, summary, folder = quantize_stage(cfg, args.test_data, args.force, verbosity(args), args.resume)
     print(f"quantized model saved to {folder}: {describe(summary)}")
     return 0

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from ..errors import BadInput
 from ..models import build_model
-from ..runs import checkpoint_dir, has_stage, load_data, save_stage, stage_dir
-from .common import add_run_arguments, config_from_args, verbosity
+from ..runs import has_stage, load_data, save_stage, stage_dir
+from .common import (
+    add_resume_argument,
+    add_run_arguments,
+    checkpoint_for,
+    config_from_args,
+    verbosity,
+)
 
 HELP = "train the baseline model (runs/<name>/baseline/)"
 
 
 def add_arguments(p) -> None:
     add_run_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch checkpoint")
+    add_resume_argument(p)
 
 
 def run(args) -> int:
@@ -22,19 +28,10 @@ def run(args) -> int:
     cfg = config_from_args(args)
     if has_stage(cfg, "baseline") and not args.force:
         raise BadInput(f"{stage_dir(cfg, 'baseline')} already exists; pass --force to retrain it")
-    ckpt_dir = checkpoint_dir(cfg, "baseline")
-    interrupted = (ckpt_dir / "state.json").is_file()
-    if interrupted and not (args.resume or args.force):
-        raise BadInput(
-            f"{ckpt_dir} holds an interrupted run; pass --resume to continue it or --force to start over"
-        )
-    if args.resume and not interrupted:
-        raise BadInput(f"{ckpt_dir}: no interrupted run to resume; run without --resume")
+    ckpt_dir = checkpoint_for(cfg, "baseline", args)
     data = load_data(cfg, args.test_data)
     set_seed(cfg.seed)
     model = build_model(cfg.model)
-    if args.force and not args.resume:
-        remove_checkpoint(ckpt_dir)
     model, summary = train_baseline(
         model, data, cfg, verbose=verbosity(args), checkpoint_dir=ckpt_dir, resume=args.resume
     )
