@@ -12,7 +12,8 @@ Per point (method, target, seed) it records the test accuracy, the non-zero conv
 multiplications per image, and after post-training quantization of the conv weights to 8 and
 6 bits (fpgaprune.quantize, no fine-tuning: no extra epochs) the quantized accuracy, the
 non-zero multiplications left and fpgaprune.accounting's multiplier / DSP / LUT estimate
-(Latency strategy, reuse factor 1), and the method's wall time.
+(Latency strategy, reuse factor 1; also the multipliers of a Resource_Unrolled design at
+reuse factors 4, 8, 32), and the method's wall time.
 
     python bench/compression.py            # full: 3 seeds x 5 targets, 20-40 min on 2 cores
     python bench/compression.py --quick    # 1 seed x 2 targets, a few minutes (smoke run)
@@ -21,6 +22,7 @@ non-zero multiplications left and fpgaprune.accounting's multiplier / DSP / LUT 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -55,6 +57,9 @@ FRACTIONS = (0.5, 0.7, 0.8, 0.9, 0.95)
 SEEDS = (1, 2, 3)
 QUICK_FRACTIONS = (0.7, 0.9)
 BITS = (8, 6)
+# Reuse factors at which Resource_Unrolled multipliers are also counted (where hls4ml allows
+# them for the layer): a multiplier serves `rf` weights and is dropped only if all are zero.
+UNROLLED_RFS = (1, 4, 8, 32)
 T10K = f"mnist-t10k:{ROOT.parent / 'shared' / 'data' / 'mnist-t10k'}"
 
 
@@ -104,14 +109,16 @@ def hardware(model, data, cfg, bits: int, geometry: dict[str, dict]) -> dict:
 
     Dense layers stay at 8 bits so the figure isolates the conv layers. Multipliers, DSP and
     LUT per fpgaprune.accounting (Latency, reuse factor 1: one multiplier per non-zero weight;
-    hls4ml's VivadoDSPEstimator puts weights under 9 bits in LUTs).
+    hls4ml's VivadoDSPEstimator puts weights under 9 bits in LUTs); also the multipliers of a
+    Resource_Unrolled design at UNROLLED_RFS, per layer.
     """
     q = cfg.quantize
     qcfg = replace(q, weight_bits=8, weight_integer=0,
                    layers={name: LayerBits(bits=bits, integer=0) for name in geometry})
     qmodel = build_quantized_model(model, qcfg)
     kernels = {name: k for name, k in quantized_kernels(qmodel).items() if name in geometry}
-    out = {"test_accuracy": accuracy(qmodel, data.x_test, data.y_test), "multipliers": 0, "dsp": 0, "lut": 0}
+    out = {"test_accuracy": accuracy(qmodel, data.x_test, data.y_test), "multipliers": 0, "dsp": 0, "lut": 0,
+           "resource_unrolled": {}}
     for i, (name, kernel) in enumerate(kernels.items()):
         layer = {"name": name, "strategy": "latency", "reuse_factor": 1, "weight_bits": bits,
                  "input_bits": q.input_bits if i == 0 else q.activation_bits}
@@ -120,8 +127,24 @@ def hardware(model, data, cfg, bits: int, geometry: dict[str, dict]) -> dict:
         out["multipliers"] += used
         out["dsp"] += dsp
         out["lut"] += lut_estimate(layer, used, dsp)
+        # hls4ml stores Resource conv weights as (F, H, W, C): a multiplier serves rf
+        # consecutive input channels of one tap of one filter, not the taps of a 2-D kernel.
+        storage = np.transpose(kernel, (3, 0, 1, 2)).reshape(-1)
+        kh, kw, cin, cout = kernel.shape
+        out["resource_unrolled"][name] = {
+            str(rf): multipliers("resource_unrolled", rf, storage)
+            for rf in UNROLLED_RFS if rf in valid_reuse_factors(kh * kw * cin, cout)
+        }
     out["conv_mults_nonzero"] = sum(nonzero_mults(kernels, geometry).values())
     return out
+
+
+@functools.lru_cache
+def valid_reuse_factors(n_in: int, n_out: int) -> tuple[int, ...]:
+    """The reuse factors hls4ml's Vivado backend accepts for a layer of n_in x n_out."""
+    import hls4ml
+
+    return tuple(hls4ml.backends.get_backend("Vivado").get_valid_reuse_factors(n_in, n_out))
 
 
 def run_point(method: str, baseline, fraction: float, data, cfg, epochs: int, bits=BITS) -> dict:
@@ -197,6 +220,11 @@ def summarize(records: list[dict]) -> list[dict]:
                 for key in ("test_accuracy", "conv_mults_nonzero", "multipliers", "dsp", "lut")
             }
             row["quantized"][bits]["test_accuracy_std"] = std(rows, "quantized", bits, "test_accuracy")
+            unrolled = rows[0]["quantized"][bits].get("resource_unrolled", {})
+            row["quantized"][bits]["resource_unrolled"] = {
+                layer: {rf: mean(rows, "quantized", bits, "resource_unrolled", layer, rf) for rf in counts}
+                for layer, counts in unrolled.items()
+            }
         out.append(row)
     return out
 

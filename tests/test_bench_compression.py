@@ -48,6 +48,13 @@ def test_record_has_every_field_and_hits_the_target(point):
         # Rounding can only add zeros; the pruned kernels stay zero.
         assert hw["conv_mults_nonzero"] <= r["conv_mults_nonzero"]
         assert 0 <= hw["dsp"] <= hw["multipliers"] <= sum(r["nonzero_weights_per_layer"].values())
+    # Resource_Unrolled: only the reuse factors hls4ml accepts for the layer; a multiplier
+    # serves RF weights, so there are at least non-zero/RF and at most 9,216/RF of them.
+    unrolled = r["quantized"]["8"]["resource_unrolled"]
+    assert set(unrolled["conv1"]) == {"1"} and set(unrolled["conv2"]) == {"1", "4", "8", "32"}
+    assert unrolled["conv2"]["1"] <= 9 * 307
+    for rf in (4, 8, 32):
+        assert -(-unrolled["conv2"]["1"] // rf) <= unrolled["conv2"][str(rf)] <= 9216 // rf
     # 70% of each conv layer's 2-D kernels, rounded up: conv1 23 of 32, conv2 717 of 1,024.
     pixels = {"conv1": 26 * 26, "conv2": 11 * 11}
     assert r["nonzero_weights_per_layer"] == {"conv1": 9 * 9, "conv2": 9 * 307}
@@ -76,6 +83,8 @@ def test_summary_table_and_targets(point):
     result = {"summary": rows, "methods": {"kernel-oneshot": {}}}
     table = compression_report.table(result).splitlines()
     assert len(table) == 3 and table[2].startswith("| kernel-oneshot | 70% |")
+    unrolled = compression_report.unrolled_table(result).splitlines()
+    assert len(unrolled) == 3 and unrolled[0].startswith("| method | target | RF 1 | RF 4 |")
     # Granularities round differently: single weights prune the fewest extra multiplications.
     geometry = {"conv2": {"kernel_shape": (3, 3, 32, 32), "pixels": 121}}
     assert compression.target_nonzero_mults(geometry, 0.5, "weight") == 4608 * 121
