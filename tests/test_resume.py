@@ -25,26 +25,32 @@ def _weights(h5_file):
     return out
 
 
+def _kill_after(args, runs_dir, stage, epochs):
+    """Start `fpgaprune ARGS`, SIGKILL it once `epochs` epochs are checkpointed; return the state file."""
+    state = runs_dir / "mnist_cnn" / ".checkpoints" / stage / "state.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fpgaprune.cli", *args, "--set", f"runs_dir={runs_dir}"],
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= epochs:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"{stage} finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return state
+
+
 @pytest.mark.slow
 def test_kill_mid_training_then_resume_matches_unbroken_run(tmp_path):
     unbroken = run_cli(*ARGS, "--set", f"runs_dir={tmp_path / 'a'}")
     assert unbroken.returncode == 0, unbroken.stderr
 
     runs_b = tmp_path / "b"
-    state = runs_b / "mnist_cnn" / ".checkpoints" / "baseline" / "state.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fpgaprune.cli", *ARGS, "--set", f"runs_dir={runs_b}"],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    state = _kill_after(ARGS, runs_b, "baseline", 3)
 
     done_epochs = json.loads(state.read_text())["epoch"]
     assert 3 <= done_epochs < EPOCHS
@@ -104,20 +110,7 @@ def test_quantize_resume_matches_unbroken_run(tmp_path):
     assert unbroken.returncode == 0, unbroken.stderr
 
     runs_b = tmp_path / "b"
-    state = runs_b / "mnist_cnn" / ".checkpoints" / "quantized" / "state.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fpgaprune.cli", *QUANTIZE, "--set", f"runs_dir={runs_b}"],
-        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "quantization finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after(QUANTIZE, runs_b, "quantized", 2)
     assert not (runs_b / "mnist_cnn" / "quantized").exists()
 
     resumed = run_cli(*QUANTIZE, "--set", f"runs_dir={runs_b}", "--resume")
