@@ -39,6 +39,17 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _panels(n: int, panel_height: float) -> tuple[Figure, list]:
+    """A figure of `n` panels, two per row, and their axes in reading order (spares hidden)."""
+    ncols = min(n, 2)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(4.2 * ncols, panel_height * nrows)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     """Write the figure as a PNG, atomically (a report never links half an image)."""
     path = Path(path)
@@ -172,11 +183,7 @@ def magnitude_histograms(
     if not norms:
         raise BadInput("magnitude histograms: the model has no conv layers")
     masks = masks or {}
-    n = len(norms)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig = _figure(4.2 * ncols, 2.8 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = _panels(len(norms), 2.8)
     for ax, (name, mag) in zip(axes, norms.items(), strict=False):
         values = np.asarray(mag, float).ravel()
         pruned = np.asarray(masks.get(name, np.zeros(mag.shape, bool)), bool).ravel()
@@ -198,8 +205,6 @@ def magnitude_histograms(
         ax.set_ylabel("kernels", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    for ax in axes[n:]:
-        ax.set_axis_off()
     return _save(fig, path)
 
 
@@ -311,11 +316,7 @@ def quantized_weights(model, path: str | Path) -> Path:
     values = quantized_weight_values(model)
     if not values:
         raise BadInput("quantized weights plot: the model has no weighted layers")
-    n = len(values)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig = _figure(4.2 * ncols, 2.6 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig, axes = _panels(len(values), 2.6)
     for ax, (name, w) in zip(axes, values.items(), strict=False):
         levels, counts = np.unique(w, return_counts=True)
         zeros = int(np.count_nonzero(w == 0.0))
@@ -332,8 +333,6 @@ def quantized_weights(model, path: str | Path) -> Path:
         ax.set_xlabel("weight value", fontsize=8)
         ax.set_ylabel("count", fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in axes[n:]:
-        ax.set_axis_off()
     return _save(fig, path)
 
 
