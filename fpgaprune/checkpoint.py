@@ -88,13 +88,15 @@ class TrainingCheckpoint:
         self._ckpt.read(str(self.folder / state["checkpoint"])).assert_existing_objects_matched()
         return state
 
-    def save(self, epoch: int, history: dict) -> None:
-        prefix = self.folder / f"epoch-{epoch + 1:04d}"
+    def save(self, epoch: int, history: dict, finished: bool = False) -> None:
+        """Checkpoint after epoch `epoch`; `finished`: training is over (early stopping included)."""
+        prefix = self.folder / f"epoch-{epoch + 1:04d}{'-final' if finished else ''}"
         self.folder.mkdir(parents=True, exist_ok=True)
         written = Path(self._ckpt.write(str(prefix)))
-        write_json(self.folder / STATE_FILE, {"epoch": epoch + 1, "checkpoint": written.name, "history": history})
+        state = {"epoch": epoch + 1, "checkpoint": written.name, "history": history, "finished": finished}
+        write_json(self.folder / STATE_FILE, state)
         for old in self.folder.glob("epoch-*"):
-            if not old.name.startswith(written.name):
+            if not old.name.startswith(written.name + "."):
                 old.unlink()
 
     def remove(self) -> None:
@@ -109,3 +111,42 @@ class TrainingCheckpoint:
                 checkpoint.save(epoch, history)
 
         return SaveEveryEpoch()
+
+
+class RoundCheckpoint:
+    """Models and loop state saved after each round of a multi-round stage (gradual pruning).
+
+    `save` writes the round's models under new names, then renames a state.json naming them
+    into place, then deletes the previous round's files: a kill at any moment leaves one
+    complete round.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def exists(self) -> bool:
+        return (self.folder / STATE_FILE).is_file()
+
+    def save(self, round_index: int, state: dict, models: dict[str, tf.keras.Model]) -> None:
+        from .models import save_model
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name, model in models.items():
+            files[name] = f"round-{round_index:04d}-{name}.h5"
+            save_model(model, self.folder / files[name])
+        write_json(self.folder / STATE_FILE, {**state, "round": round_index, "models": files})
+        for old in self.folder.glob("round-*.h5"):
+            if old.name not in files.values():
+                old.unlink()
+
+    def load(self) -> tuple[dict, dict[str, tf.keras.Model]]:
+        """The last complete round's state and models."""
+        from .models import load_model_file
+
+        try:
+            state = json.loads((self.folder / STATE_FILE).read_text())
+            models = {name: load_model_file(self.folder / file, allow_custom_code=True) for name, file in state["models"].items()}
+        except (OSError, KeyError, json.JSONDecodeError, BadInput):
+            raise BadInput(f"checkpoint {self.folder}: unreadable; pass --force to start over") from None
+        return state, models

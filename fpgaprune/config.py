@@ -173,9 +173,10 @@ class TransferConfig:
     unfreeze: int = rule(0, min=0, max=8)
     unfreeze_epochs: int = rule(5, min=1, max=10000)
     unfreeze_learning_rate: float | None = rule(None, min=1e-7, max=10.0)
-    # Training steps per call into TensorFlow: fewer Python round trips, which dominate an
-    # epoch when only a small head trains.
-    steps_per_execution: int = rule(32, min=1, max=100000)
+    # Compile each head epoch into one XLA computation (the fixed costs of a Keras step would
+    # otherwise dominate an epoch of a small head). Falls back to graph mode, saying why in the
+    # summary, where XLA cannot compile the step (e.g. unfrozen conv + pooling layers).
+    jit_compile: bool = True
 
     def validate(self, path: str) -> None:
         if self.new_classes is not None and self.head is not None:

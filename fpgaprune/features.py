@@ -6,14 +6,12 @@ When only the top layers train, the frozen layers below compute the same outputs
     split = split_at_trainable(model)            # after freezing (layer.trainable = False)
     if split.head is not None:
         features = cache_features(split.frozen, x_train, memory_limit_mb=1024)
-        train = batches(features, y_train, 32, seed=1, epochs=10)
-        split.head.fit(train, steps_per_epoch=-(-len(features) // 32), epochs=10)  # trains `model`
+        fit_head(split.head, features, y_train, ...)  # headfit.py; trains `model`
 
 The head shares its layers with `model`, so training it trains the model. Random layers just
 under the trainable ones (the reference model's dropout between fc1 and fc2) are moved into the
 head, where they stay random, so the cut sits below them. Large caches go to a memory-mapped
-.npy file instead of memory. `batches` gives the cached and the uncached path the same batch
-order for the same seed, so both train the same model.
+.npy file instead of memory.
 """
 
 from __future__ import annotations
@@ -114,49 +112,6 @@ def cache_features(
     if isinstance(out, np.memmap):
         out.flush()
     return out
-
-
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int | None = None, epochs: int = 1) -> tf.data.Dataset:
-    """`epochs` epochs of (x, y) batches, each epoch in a new order drawn from (seed, epoch).
-
-    With seed None, in order. The order depends only on len(x), batch_size, seed and the epoch, so
-    images and their cached features, in memory or memory-mapped, come in the same batches.
-    Like Keras' own numpy input, an epoch's order is one permutation op and each batch one
-    gather, rather than a shuffle buffer of single images (which costs more per epoch than
-    training a small head does). Fit it with steps_per_epoch=ceil(len(x) / batch_size).
-    """
-    n = len(x)
-    full, rest = divmod(n, batch_size)
-
-    def order(epoch):
-        if seed is None:
-            return tf.range(n, dtype=tf.int64)
-        noise = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.cast(tf.argsort(noise, stable=True), tf.int64)
-
-    def split(idx):
-        parts = tf.data.Dataset.from_tensor_slices(tf.reshape(idx[: full * batch_size], [full, batch_size]))
-        if rest:
-            parts = parts.concatenate(tf.data.Dataset.from_tensors(idx[full * batch_size :]))
-        return parts
-
-    index = tf.data.Dataset.range(epochs).map(order).flat_map(split)
-    y_all = tf.constant(y)
-    if isinstance(x, np.memmap):  # read batch by batch from the file
-        feature_shape = x.shape[1:]
-
-        def take(i):
-            xb = tf.numpy_function(lambda idx: np.asarray(x[idx], np.float32), [i], tf.float32)
-            xb.set_shape((None, *feature_shape))
-            return xb, tf.gather(y_all, i)
-
-    else:
-        x_all = tf.constant(x)
-
-        def take(i):
-            return tf.gather(x_all, i), tf.gather(y_all, i)
-
-    return index.map(take).prefetch(tf.data.AUTOTUNE)
 
 
 def layer_macs(model: tf.keras.Model) -> dict[str, int]:

@@ -18,12 +18,14 @@ work as in any training.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
 from .analyze import check_layers, kernel_counts, kernel_norms, macs, propose
+from .checkpoint import RoundCheckpoint, remove_checkpoint
 from .config import Config, PruneConfig, config_to_dict
 from .data import Dataset
 from .errors import BadInput
@@ -52,10 +54,13 @@ def masked_retrain(
     seed: int | None = None,
     verbose: int = 1,
     callbacks: list | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[tf.keras.Model, FitResult]:
     """A copy of `model` with `masks` applied, trained with the masked kernels locked at 0.0.
 
-    `seed` fixes the batch order (default: the config's seed).
+    `seed` fixes the batch order (default: the config's seed). With `checkpoint_dir` every
+    epoch is saved; `resume` continues from the last one.
     """
     p = cfg.prune
     pruned = apply_masks(model, masks, prune_bias=p.prune_bias)
@@ -64,7 +69,10 @@ def masked_retrain(
     if epochs == 0:
         return pruned, FitResult(0, {}, [])
     seed = cfg.seed if seed is None else seed
-    result = fit(pruned, data, epochs, cfg.train.batch_size, seed=seed, callbacks=callbacks, verbose=verbose)
+    result = fit(
+        pruned, data, epochs, cfg.train.batch_size, seed=seed, callbacks=callbacks, verbose=verbose,
+        checkpoint_dir=checkpoint_dir, resume=resume and checkpoint_dir is not None and Path(checkpoint_dir, "state.json").is_file(),
+    )
     return pruned, result
 
 
@@ -76,12 +84,16 @@ def prune_oneshot(
     *,
     verbose: int = 1,
     callbacks: list | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[tf.keras.Model, dict]:
-    """Zero the `masks` kernels of a copy of `model` and retrain it once."""
+    """Zero the `masks` kernels of a copy of `model` and retrain it once (checkpointed as `fit` is)."""
     start = time.perf_counter()
     baseline = evaluate(model, data)
     set_seed(cfg.seed)
-    pruned, result = masked_retrain(model, masks, data, cfg, verbose=verbose, callbacks=callbacks)
+    pruned, result = masked_retrain(
+        model, masks, data, cfg, verbose=verbose, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume
+    )
     after = evaluate(pruned, data)
     all_masks = {**masks_of(pruned), **masks}
     history = [
@@ -100,12 +112,16 @@ def prune_gradual(
     verbose: int = 0,
     progress: bool = True,
     callbacks: list | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[tf.keras.Model, dict]:
     """Prune more and retrain, round by round, while validation accuracy stays within budget.
 
     Validation accuracy on a few hundred images is noisy, so up to `prune.patience` rounds
     over budget in a row are tolerated (pruning continues from them); the model returned is
-    always the last one within budget.
+    always the last one within budget. Each round is seeded by (seed, round) alone. With
+    `checkpoint_dir`, every epoch and every finished round is saved; `resume` continues from
+    the last of them and ends where an uninterrupted run would.
     """
     p = cfg.prune
     if p.select not in ("fraction", "global_fraction"):
@@ -116,17 +132,29 @@ def prune_gradual(
     layers = check_layers(model, p.layers)
     baseline = evaluate(model, data)
     floor = baseline["val_accuracy"] - p.max_accuracy_drop
-    set_seed(cfg.seed)
 
     kept_model, kept_masks, kept_scores = model, masks_of(model), baseline
     current, current_masks, misses = model, kept_masks, 0
     history = [_round(0, 0.0, {}, baseline, None, True)]
-    rounds = tqdm(fraction_schedule(p), desc="gradual pruning", unit="round", disable=not progress)
-    for i, fraction in enumerate(rounds, start=1):
+    rounds_done = 0
+    saved = RoundCheckpoint(Path(checkpoint_dir) / "rounds") if checkpoint_dir is not None else None
+    if saved is not None and resume and saved.exists():
+        state, models = saved.load()
+        rounds_done, history, misses, kept_scores = state["round"], state["history"], state["misses"], state["kept_scores"]
+        current = models["current"]
+        kept_model = models.get("kept", current) if state["kept"] != "baseline" else model
+        current_masks, kept_masks = masks_of(current), masks_of(kept_model)
+    schedule = fraction_schedule(p)
+    stop = rounds_done and misses > p.patience
+    rounds = tqdm(schedule, desc="gradual pruning", unit="round", initial=rounds_done, disable=not progress)
+    for i, fraction in enumerate([] if stop else schedule[rounds_done:], start=rounds_done + 1):
+        set_seed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
         norms = kernel_norms(current, p.norm, p.normalize)
         masks = propose(norms, p.select, fraction=fraction, layers=layers, already=current_masks)
+        epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
         current, result = masked_retrain(
-            current, masks, data, cfg, seed=cfg.seed + i, verbose=verbose, callbacks=callbacks
+            current, masks, data, cfg, seed=cfg.seed + i, verbose=verbose, callbacks=callbacks,
+            checkpoint_dir=epochs_dir, resume=resume,
         )
         current_masks = masks
         scores = evaluate(current, data)
@@ -136,8 +164,14 @@ def prune_gradual(
             rounds.write(_round_line(history[-1], floor, misses + 1 > p.patience))
         if within:
             kept_model, kept_masks, kept_scores, misses = current, masks, scores, 0
-            continue
-        misses += 1
+        else:
+            misses += 1
+        if saved is not None:
+            kept = "baseline" if kept_model is model else ("current" if kept_model is current else "kept")
+            models = {"current": current, **({"kept": kept_model} if kept == "kept" else {})}
+            saved.save(i, {"history": history, "misses": misses, "kept": kept, "kept_scores": kept_scores}, models)
+            remove_checkpoint(epochs_dir)
+        rounds.update()
         if misses > p.patience:
             break
     rounds.close()

@@ -142,7 +142,7 @@ def fit(
     checkpoint = TrainingCheckpoint(checkpoint_dir, model) if checkpoint_dir is not None else None
     if checkpoint is not None and resume:
         state = checkpoint.restore()
-        first_epoch, history = int(state["epoch"]), state["history"]
+        first_epoch, history = (epochs if state.get("finished") else int(state["epoch"])), state["history"]
     cbs.append(RecordHistory(history))
     if checkpoint is not None:
         cbs.append(checkpoint.callback(history))
@@ -157,6 +157,8 @@ def fit(
             callbacks=cbs,
             verbose=verbose,
         )
+    if checkpoint is not None and history.get("loss"):  # early stopping's weights; no training left
+        checkpoint.save(len(history["loss"]) - 1, history, finished=True)
     return FitResult(len(history.get("loss", [])), history, timer.seconds)
 
 

@@ -16,17 +16,20 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from .checkpoint import TrainingCheckpoint
 from .config import Config
 from .data import Dataset
 from .errors import BadInput
-from .features import Split, batches, cache_features, speedup_bound, split_at_trainable
+from .features import Split, cache_features, speedup_bound, split_at_trainable
+from .headfit import fit_head
 from .heads import dense_layers, insert_identity, insert_scale, rebuild, replace_head
 from .masks import count_pruned, masked_max_abs, masked_optimizer, masks_of
-from .train import EpochTimer, FitResult, accuracy, optimizer_from, set_seed
+from .train import accuracy, optimizer_from, set_seed
 
 
 @dataclass
@@ -140,63 +143,75 @@ def freeze(model: tf.keras.Model, trainable: list[str]) -> None:
         layer.trainable = layer.name in trainable
 
 
-def compile_for_transfer(net: tf.keras.Model, optimizer, steps_per_execution: int) -> None:
-    """train.compile_model's masked optimizer, loss and metric, with several steps per call."""
+def compile_for_transfer(net: tf.keras.Model, optimizer) -> None:
+    """Attach the masked optimizer, loss and metric (checkpoints and callbacks find them there)."""
     net.compile(
         optimizer=masked_optimizer(optimizer),
         loss=tf.keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
-        steps_per_execution=steps_per_execution,
     )
 
 
-def _fit(net, train, steps: int, val, val_steps: int | None, epochs: int, patience: int | None, verbose: int) -> FitResult:
-    timer = EpochTimer()
-    callbacks = [timer]
-    if patience and val is not None:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True))
-    history = net.fit(
-        train,
-        steps_per_epoch=steps,
-        validation_data=val,
-        validation_steps=val_steps,
-        epochs=epochs,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    hist = {k: [float(v) for v in values] for k, values in history.history.items()}
-    return FitResult(len(timer.seconds), hist, timer.seconds)
+def _features(split: Split, data: Dataset, t, cache_dir) -> tuple:
+    """Cached training and validation features, and a description of the cache."""
+    start = time.perf_counter()
+    kw = {"memory_limit_mb": t.cache_memory_mb, "folder": cache_dir}
+    x_train = cache_features(split.frozen, data.x_train, name="train", **kw)
+    x_val = cache_features(split.frozen, data.x_val, name="val", **kw)
+    info = {
+        "cache_seconds": time.perf_counter() - start,
+        "cache_storage": "memmap" if isinstance(x_train, np.memmap) else "memory",
+        "cache_mib": (x_train.nbytes + x_val.nbytes) / 2**20,
+    }
+    return x_train, x_val, info
 
 
-def train_layers(model, trainable, data: Dataset, cfg: Config, *, epochs, learning_rate, cache_dir=None, verbose=1) -> dict:
-    """Train only `trainable` layers of `model` (in place), from cached features where possible."""
+def train_layers(
+    model, trainable, data: Dataset, cfg: Config, *, epochs, learning_rate, cache_dir=None, verbose=1,
+    checkpoint_dir=None, resume: bool = False,
+) -> dict:
+    """Train only `trainable` layers of `model` (in place), from cached features where possible.
+
+    Uncached, the frozen part computes each batch's features in the loop instead (or, when the
+    model cannot be cut, the whole model trains with its frozen layers' trainable=False). With
+    `checkpoint_dir` every epoch is saved; `resume` continues from the last one.
+    """
     t = cfg.transfer
     trainable = [layer.name for layer in model.layers if layer.name in trainable]
     freeze(model, trainable)
-    split = split_at_trainable(model) if t.cache_features else Split(None, None, None, "transfer.cache_features is false")
-    info = {"layers": list(trainable), "cached_features": split.head is not None, "cut": split.cut, "uncached_reason": split.reason}
-    x_train, x_val, net = data.x_train, data.x_val, model
+    split = split_at_trainable(model)
+    cached = t.cache_features and split.head is not None
+    reason = None if cached else ("transfer.cache_features is false" if split.head is not None else split.reason)
+    info = {"layers": list(trainable), "cached_features": cached, "cut": split.cut, "uncached_reason": reason}
+    net, frozen, x_train, x_val = model, None, data.x_train, data.x_val
     if split.head is not None:
-        start = time.perf_counter()
-        kw = {"memory_limit_mb": t.cache_memory_mb, "folder": cache_dir}
-        x_train = cache_features(split.frozen, data.x_train, name="train", **kw)
-        x_val = cache_features(split.frozen, data.x_val, name="val", **kw)
         net = split.head
-        info.update(
-            cache_seconds=time.perf_counter() - start,
-            cache_storage="memmap" if isinstance(x_train, np.memmap) else "memory",
-            cache_mib=(x_train.nbytes + x_val.nbytes) / 2**20,
-            speedup_bound=speedup_bound(model, [layer.name for layer in net.layers]),
-        )
-    compile_for_transfer(net, optimizer_from(cfg.train, t.optimizer, learning_rate), t.steps_per_execution)
-    size = cfg.train.batch_size
-    # Cached features are small: validate them in big batches (fewer calls, same weights).
-    val_size = max(size, 512) if split.head is not None else size
-    val = batches(x_val, data.y_val, val_size) if len(x_val) else None
-    train = batches(x_train, data.y_train, size, seed=cfg.seed, epochs=epochs)
-    steps, val_steps = -(-len(x_train) // size), -(-len(x_val) // val_size)
-    result = _fit(net, train, steps, val, val_steps or None, epochs, cfg.train.early_stopping_patience, verbose)
-    info.update(epochs=result.epochs, epoch_seconds=result.epoch_seconds, history=result.history)
+        info["speedup_bound"] = speedup_bound(model, [layer.name for layer in net.layers])
+        if cached:
+            x_train, x_val, cache_info = _features(split, data, t, cache_dir)
+            info.update(cache_info)
+        else:
+            frozen = split.frozen
+    compile_for_transfer(net, optimizer_from(cfg.train, t.optimizer, learning_rate))
+    callbacks, first_epoch, history = [], 0, {}
+    if cfg.train.early_stopping_patience and len(x_val):
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=cfg.train.early_stopping_patience, restore_best_weights=True
+        ))
+    checkpoint = TrainingCheckpoint(checkpoint_dir, net) if checkpoint_dir is not None else None
+    if checkpoint is not None:
+        if resume and checkpoint.exists():
+            state = checkpoint.restore()
+            first_epoch, history = (epochs if state.get("finished") else int(state["epoch"])), state["history"]
+        callbacks.append(checkpoint.callback(history))
+    result = fit_head(
+        net, x_train, data.y_train, x_val, data.y_val, optimizer=net.optimizer, batch_size=cfg.train.batch_size,
+        epochs=epochs, seed=cfg.seed, frozen=frozen, first_epoch=first_epoch, history=history,
+        callbacks=callbacks, jit=t.jit_compile, verbose=verbose,
+    )
+    if checkpoint is not None:  # early stopping's restored weights, and "do not train again"
+        checkpoint.save(result.epochs - 1, history, finished=True)
+    info.update(epochs=result.epochs, epoch_seconds=result.epoch_seconds, compiled=result.compiled, history=history)
     return info
 
 
@@ -207,8 +222,12 @@ def eval_split(data: Dataset) -> tuple[np.ndarray, np.ndarray, str]:
     return data.x_val, data.y_val, "validation"
 
 
-def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1):
-    """Train the top of a copy of `model` on `data` as cfg.transfer says; return it and a summary."""
+def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1, checkpoint_dir=None, resume=False):
+    """Train the top of a copy of `model` on `data` as cfg.transfer says; return it and a summary.
+
+    With `checkpoint_dir`, the head and the unfrozen training each checkpoint every epoch
+    (its head/ and unfreeze/ folders); `resume` continues from there.
+    """
     t = cfg.transfer
     set_seed(cfg.seed)
     plan = prepare(model, cfg)
@@ -220,18 +239,19 @@ def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1
     frozen_weights = {layer.name: [w.copy() for w in layer.get_weights()] for layer in never_trained}
     lr = t.learning_rate or cfg.train.learning_rate
     with tempfile.TemporaryDirectory(prefix="fpgaprune-features-", dir=t.cache_dir) as cache_dir:
-        head = train_layers(plan.model, plan.trainable, task, cfg, epochs=t.epochs, learning_rate=lr, cache_dir=cache_dir, verbose=verbose)
+        def checkpoint(name):
+            return None if checkpoint_dir is None else Path(checkpoint_dir) / name
+
+        head = train_layers(
+            plan.model, plan.trainable, task, cfg, epochs=t.epochs, learning_rate=lr, cache_dir=cache_dir,
+            verbose=verbose, checkpoint_dir=checkpoint("head"), resume=resume,
+        )
         unfrozen = None
         if plan.unfreeze:
             unfrozen = train_layers(
-                plan.model,
-                plan.trainable + plan.unfreeze,
-                task,
-                cfg,
-                epochs=t.unfreeze_epochs,
-                learning_rate=t.unfreeze_learning_rate or lr / 10,
-                cache_dir=cache_dir,
-                verbose=verbose,
+                plan.model, plan.trainable + plan.unfreeze, task, cfg, epochs=t.unfreeze_epochs,
+                learning_rate=t.unfreeze_learning_rate or lr / 10, cache_dir=cache_dir, verbose=verbose,
+                checkpoint_dir=checkpoint("unfreeze"), resume=resume,
             )
     freeze(plan.model, [layer.name for layer in plan.model.layers])  # a plain model again
     unchanged = all(

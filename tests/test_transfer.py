@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from fpgaprune.checkpoint import TrainingCheckpoint
 from fpgaprune.cli import main
 from fpgaprune.config import Config, ModelConfig, TrainConfig, TransferConfig, config_to_dict
 from fpgaprune.data import load_dataset
@@ -202,6 +203,39 @@ def test_gradual_unfreezing_keeps_masks(run):
     kernel = model.get_layer("conv2").kernel.numpy()
     assert np.all(kernel[:, :, MASK] == 0.0) and masked_max_abs(model) == 0.0
     assert summary["masked_max_abs"] == 0.0 and summary["pruned_kernels"] == {"conv2": int(MASK.sum())}
+    # the head trains as one XLA computation per epoch; conv2 + pool2 cannot (XLA has no
+    # deterministic MaxPool gradient), so the unfrozen stage says so and runs in graph mode
+    assert summary["head"]["compiled"] == "xla"
+    assert summary["unfreeze"]["compiled"].startswith("graph (XLA: ") and "MaxPool" in summary["unfreeze"]["compiled"]
+
+
+def test_interrupted_transfer_resumes_to_the_same_model(run, tmp_path, monkeypatch):
+    """Ctrl-C right after a checkpoint, in the head stage and in the unfreeze stage; --resume
+    then ends with the weights and history of an unbroken run."""
+    cfg, data, _ = run
+    pruned, _ = load_stage(cfg, "pruned")
+    c = with_transfer(cfg, train_last=2, epochs=4, unfreeze=1, unfreeze_epochs=3)
+    unbroken, expected = transfer(pruned, data, c, verbose=0)
+    real_save = TrainingCheckpoint.save
+    for stage, epoch in (("head", 1), ("unfreeze", 0)):
+
+        def save_then_interrupt(self, e, history, finished=False, stage=stage, epoch=epoch):
+            real_save(self, e, history, finished)
+            if self.folder.name == stage and e == epoch and not finished:
+                raise KeyboardInterrupt
+
+        ckpt = tmp_path / stage
+        monkeypatch.setattr(TrainingCheckpoint, "save", save_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            transfer(pruned, data, c, verbose=0, checkpoint_dir=ckpt)
+        monkeypatch.undo()
+        assert json.loads((ckpt / stage / "state.json").read_text())["epoch"] == epoch + 1
+        resumed, summary = transfer(pruned, data, c, verbose=0, checkpoint_dir=ckpt, resume=True)
+        for a, b in zip(unbroken.get_weights(), resumed.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert summary["head"]["history"] == expected["head"]["history"]
+        assert summary["unfreeze"]["history"] == expected["unfreeze"]["history"]
+        assert summary["masked_max_abs"] == 0.0
 
 
 def test_select_task_renumbers_and_limits(small_data):
@@ -225,6 +259,9 @@ def test_cli_transfer_writes_summary(run, capsys):
     assert masked_max_abs(loaded) == 0.0 and all(layer.trainable for layer in loaded.layers)
     assert "cached features below 'relu_fc1'" in capsys.readouterr().out
     assert main(["transfer", "--config", str(config_file), "--quiet"]) == 2  # exists, no --force
+    assert not (cfg.run_dir / ".checkpoints").exists()  # removed once the stage is saved
+    assert main(["transfer", "--config", str(config_file), "--quiet", "--force", "--resume"]) == 2
+    assert "no interrupted run to resume" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

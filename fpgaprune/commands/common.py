@@ -92,7 +92,7 @@ def checkpoint_for(cfg: Config, stage: str, args) -> Path:
 
     folder = checkpoint_dir(cfg, stage)
     resume, force = getattr(args, "resume", False), getattr(args, "force", False)
-    interrupted = (folder / "state.json").is_file()
+    interrupted = folder.is_dir() and any(folder.rglob("state.json"))  # a stage may keep several
     if interrupted and not (resume or force):
         raise BadInput(f"{folder} holds an interrupted run; pass --resume to continue it or --force to start over")
     if resume and not interrupted:

@@ -17,13 +17,14 @@ from .analyze import (
     prune_config_from_args,
     write_table_csv,
 )
-from .common import add_run_arguments, verbosity
+from .common import add_resume_argument, add_run_arguments, checkpoint_for, verbosity
 
 HELP = "prune conv kernels and retrain with them locked at 0.0 (runs/<name>/pruned/)"
 
 
 def add_arguments(p) -> None:
     add_run_arguments(p)
+    add_resume_argument(p)
     add_selection_arguments(p)
     p.add_argument("--mode", choices=("oneshot", "gradual"), help="default: prune.mode, or oneshot with a selection flag")
     p.add_argument("--epochs", type=int, metavar="N", help="retraining epochs (per round in gradual mode)")
@@ -31,6 +32,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..analyze import analyze, ranked_table
+    from ..checkpoint import remove_checkpoint
     from ..masks import empty_masks, masks_of, save_masks
     from ..retrain import prune_gradual, prune_oneshot
     from ..spec import masks_to_spec, write_mask_spec
@@ -49,13 +51,18 @@ def run(args) -> int:
     if cfg.prune.mode == "gradual" and len(data.x_val) == 0:
         raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
 
+    ckpt = checkpoint_for(cfg, "pruned", args)
     verbose = verbosity(args)
     baseline, _ = load_or_train_baseline(cfg, data, verbose)
     analysis = analyze(baseline, data, cfg.prune, spec_masks=spec_masks, measure=False)
     if cfg.prune.mode == "oneshot":
-        model, summary = prune_oneshot(baseline, analysis.masks, data, cfg, verbose=verbose)
+        model, summary = prune_oneshot(
+            baseline, analysis.masks, data, cfg, verbose=verbose, checkpoint_dir=ckpt, resume=args.resume
+        )
     else:
-        model, summary = prune_gradual(baseline, data, cfg, progress=not args.quiet)
+        model, summary = prune_gradual(
+            baseline, data, cfg, progress=not args.quiet, checkpoint_dir=ckpt, resume=args.resume
+        )
     masks = {**empty_masks(model), **masks_of(model)}
     table = ranked_table(analysis.norms, masks)
     extras = {
@@ -66,6 +73,7 @@ def run(args) -> int:
     summary["dataset"] = data.name
     summary["test_dataset"] = data.test_name if len(data.x_test) else None
     folder = save_stage(cfg, "pruned", model, summary, force=args.force, extras=extras)
+    remove_checkpoint(ckpt)
     print(format_summary(summary))
     print(f"pruned model saved to {folder}")
     from ..report import write_report

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 from ..errors import BadInput
 from ..runs import has_stage, load_data, load_stage, save_stage, stage_dir
-from .common import add_run_arguments, config_from_args, verbosity
+from .common import (
+    add_resume_argument,
+    add_run_arguments,
+    checkpoint_for,
+    config_from_args,
+    verbosity,
+)
 
 HELP = "retrain only the last Dense layers of a saved run on new data, from cached features"
 
@@ -22,6 +28,7 @@ SHORTCUTS = {
 
 def add_arguments(p) -> None:
     add_run_arguments(p)
+    add_resume_argument(p)
     p.add_argument(
         "--demo",
         action="store_true",
@@ -36,6 +43,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..checkpoint import remove_checkpoint
     from ..transfer import transfer
 
     for flag, key in SHORTCUTS.items():
@@ -46,6 +54,8 @@ def run(args) -> int:
         args.overrides.append("transfer.cache_features=false")
     cfg = config_from_args(args)
     if args.demo:
+        if args.resume:
+            raise BadInput("--resume: the demo is not checkpointed; run it again (with --force)")
         return _demo(cfg, args)
     t = cfg.transfer
     if has_stage(cfg, "transfer") and not args.force:
@@ -57,9 +67,11 @@ def run(args) -> int:
         raise BadInput(f"{exc}{hint}") from None
     data_cfg = cfg if t.dataset is None else replace(cfg, data=replace(cfg.data, dataset=t.dataset))
     data = load_data(data_cfg, args.test_data)
-    model, summary = transfer(model, data, cfg, verbose=verbosity(args))
+    ckpt = checkpoint_for(cfg, "transfer", args)
+    model, summary = transfer(model, data, cfg, verbose=verbosity(args), checkpoint_dir=ckpt, resume=args.resume)
     summary["start_from"] = t.start_from
     folder = save_stage(cfg, "transfer", model, summary, force=args.force)
+    remove_checkpoint(ckpt)
     _report(folder, summary)
     return 0
 
