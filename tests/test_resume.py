@@ -120,3 +120,37 @@ def test_quantize_resume_matches_unbroken_run(tmp_path):
     assert a.keys() == b.keys() and len(a) >= 8
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+PRUNE = ["prune", "--quiet", "--set", "data.limit=1500", "--set", "model.conv_filters=[4, 8]",
+         "--set", "model.fc_units=16", "--set", "train.epochs=2", "--set", "prune.epochs=4",
+         "--set", "prune.schedule=[0.3, 0.5, 0.7, 0.8]", "--set", "prune.max_accuracy_drop=0.02"]
+
+
+@pytest.mark.slow
+def test_gradual_prune_killed_mid_round_resumes_to_the_unbroken_result(tmp_path):
+    unbroken = run_cli(*PRUNE, "--set", f"runs_dir={tmp_path / 'a'}")
+    assert unbroken.returncode == 0, unbroken.stderr
+
+    runs_b = tmp_path / "b"
+    _kill_after(PRUNE, runs_b, "pruned/round-0002", 1)  # round 1 saved, round 2 part-way
+    checkpoints = runs_b / "mnist_cnn" / ".checkpoints" / "pruned"
+    assert json.loads((checkpoints / "rounds" / "state.json").read_text())["round"] == 1
+    assert not (runs_b / "mnist_cnn" / "pruned").exists()
+
+    again = run_cli(*PRUNE, "--set", f"runs_dir={runs_b}")
+    assert again.returncode == 2 and "pass --resume" in error_lines(again)[0]
+    resumed = run_cli(*PRUNE, "--set", f"runs_dir={runs_b}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not checkpoints.exists()
+
+    a = _weights(tmp_path / "a" / "mnist_cnn" / "pruned" / "model.h5")
+    b = _weights(runs_b / "mnist_cnn" / "pruned" / "model.h5")
+    assert a.keys() == b.keys() and len(a) >= 8
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    rounds = [json.loads((r / "mnist_cnn" / "pruned" / "summary.json").read_text())["history"] for r in (tmp_path / "a", runs_b)]
+    strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in h] for h in rounds]
+    assert strip[0] == strip[1] and len(strip[0]) >= 3
+    masks_a = np.load(tmp_path / "a" / "mnist_cnn" / "pruned" / "masks.npz")["conv2"]
+    assert masks_a.any() and np.array_equal(masks_a, np.load(runs_b / "mnist_cnn" / "pruned" / "masks.npz")["conv2"])

@@ -103,16 +103,26 @@ def checked_inputs(cfg: Config, args):
     return spec_masks, data
 
 
-def load_or_train_baseline(cfg: Config, data, verbose: int):
-    """The run's baseline model, trained and saved (runs/<name>/baseline/) if missing."""
+def load_or_train_baseline(cfg: Config, data, verbose: int, resume: bool = False):
+    """The run's baseline model, trained and saved (runs/<name>/baseline/) if missing.
+
+    The training checkpoints every epoch as `fpgaprune train` does; `resume` continues it.
+    """
     if has_stage(cfg, "baseline"):
         return load_stage(cfg, "baseline")
+    from ..checkpoint import remove_checkpoint
     from ..models import build_model
+    from ..runs import checkpoint_dir
     from ..train import set_seed, train_baseline
 
+    ckpt = checkpoint_dir(cfg, "baseline")
     set_seed(cfg.seed)  # before building, so the initial weights are seeded too
-    model, summary = train_baseline(build_model(cfg.model), data, cfg, verbose=verbose)
+    model, summary = train_baseline(
+        build_model(cfg.model), data, cfg, verbose=verbose, checkpoint_dir=ckpt,
+        resume=resume and (ckpt / "state.json").is_file(),
+    )
     folder = save_stage(cfg, "baseline", model, summary)
+    remove_checkpoint(ckpt)
     if verbose:
         print(f"baseline trained and saved to {folder}")
     return model, summary

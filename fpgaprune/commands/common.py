@@ -85,18 +85,23 @@ def add_resume_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch checkpoint")
 
 
-def checkpoint_for(cfg: Config, stage: str, args) -> Path:
-    """The stage's checkpoint folder, after checking --resume/--force against what is there."""
+def checkpoint_for(cfg: Config, stage: str, args, before: tuple[str, ...] = ()) -> Path:
+    """The stage's checkpoint folder, after checking --resume/--force against what is there.
+
+    `before`: missing stages the command trains first (`prune` trains the baseline if there is
+    none); their checkpoints count as the same interrupted run.
+    """
     from ..checkpoint import remove_checkpoint
     from ..runs import checkpoint_dir
 
-    folder = checkpoint_dir(cfg, stage)
+    folders = [checkpoint_dir(cfg, name) for name in (stage, *before)]
     resume, force = getattr(args, "resume", False), getattr(args, "force", False)
-    interrupted = folder.is_dir() and any(folder.rglob("state.json"))  # a stage may keep several
+    interrupted = any(f.is_dir() and any(f.rglob("state.json")) for f in folders)  # a stage may keep several
     if interrupted and not (resume or force):
-        raise BadInput(f"{folder} holds an interrupted run; pass --resume to continue it or --force to start over")
+        raise BadInput(f"{folders[0]} holds an interrupted run; pass --resume to continue it or --force to start over")
     if resume and not interrupted:
-        raise BadInput(f"{folder}: no interrupted run to resume; run without --resume")
+        raise BadInput(f"{folders[0]}: no interrupted run to resume; run without --resume")
     if force and not resume:
-        remove_checkpoint(folder)
-    return folder
+        for folder in folders:
+            remove_checkpoint(folder)
+    return folders[0]

@@ -9,7 +9,7 @@ Writes runs/<name>/pruned/: model.h5, mask_spec.yaml, masks.npz, kernels.csv, su
 from __future__ import annotations
 
 from ..errors import BadInput
-from ..runs import save_stage, stage_dir
+from ..runs import has_stage, save_stage, stage_dir
 from .analyze import (
     add_selection_arguments,
     checked_inputs,
@@ -51,9 +51,9 @@ def run(args) -> int:
     if cfg.prune.mode == "gradual" and len(data.x_val) == 0:
         raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
 
-    ckpt = checkpoint_for(cfg, "pruned", args)
+    ckpt = checkpoint_for(cfg, "pruned", args, before=() if has_stage(cfg, "baseline") else ("baseline",))
     verbose = verbosity(args)
-    baseline, _ = load_or_train_baseline(cfg, data, verbose)
+    baseline, _ = load_or_train_baseline(cfg, data, verbose, resume=args.resume)
     analysis = analyze(baseline, data, cfg.prune, spec_masks=spec_masks, measure=False)
     if cfg.prune.mode == "oneshot":
         model, summary = prune_oneshot(
