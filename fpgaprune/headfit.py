@@ -107,13 +107,12 @@ class _Trainer:
         self.evaluate = tf.function(evaluate, jit_compile=jit)
 
 
-def xla_refusal(net, frozen, optimizer, x, y, batch_size: int) -> str | None:
-    """Why XLA cannot compile the training step (None if it can), found before any step runs.
+def xla_refusal(trainer: _Trainer, frozen, x, y, batch_size: int) -> str | None:
+    """Why XLA cannot compile `trainer`'s step (None if it can), found before any step runs.
 
     E.g. deterministic MaxPool gradients are not implemented in XLA, so a head with unfrozen
     conv and pooling layers trains in graph mode instead.
     """
-    trainer = _Trainer(net, frozen, optimizer, jit=True)
     xb, yb = np.asarray(x[:batch_size], np.float32), np.asarray(y[:batch_size])
     try:
         if frozen is None:
@@ -185,9 +184,9 @@ def fit_head(
     x_tensor = tf.constant(x_train, tf.float32) if in_memory else None
     y_tensor = tf.constant(y_train) if in_memory else None
     compiled = "xla" if jit else "graph (transfer.jit_compile is false)"
-    if jit and (refusal := xla_refusal(net, frozen, optimizer, x_train, y_train, batch_size)):
-        compiled, jit = f"graph (XLA: {refusal})", False
     trainer = _Trainer(net, frozen, optimizer, jit)
+    if jit and (refusal := xla_refusal(trainer, frozen, x_train, y_train, batch_size)):
+        compiled, trainer = f"graph (XLA: {refusal})", _Trainer(net, frozen, optimizer, jit=False)
     cbs = tf.keras.callbacks.CallbackList(
         callbacks or [], add_progbar=verbose != 0, model=net, verbose=verbose, epochs=epochs, steps=1
     )

@@ -9,6 +9,7 @@ import tensorflow as tf
 import yaml
 
 from fpgaprune import retrain
+from fpgaprune.checkpoint import RoundCheckpoint
 from fpgaprune.cli import main
 from fpgaprune.config import Config, PruneConfig
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
@@ -131,6 +132,37 @@ def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, traine
     assert model is not trained and s["kernels_pruned"]["total"] == 0
     for a, b in zip(model.get_weights(), trained.get_weights(), strict=True):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(monkeypatch, tmp_path, trained, small_data, stop_after):
+    """Round 2 is over budget, so after it the kept model is round 1's, not the current one."""
+    by_pruned = {0: 0.90, 103: 0.95, 205: 0.80, 308: 0.90, 410: 0.70, 512: 0.70}
+    monkeypatch.setattr(retrain, "evaluate", lambda model, data: {
+        "val_accuracy": by_pruned[int(masks_of(model).get("conv2", np.zeros(0)).sum())], "test_accuracy": None})
+    cfg = config(layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5], epochs=1, max_accuracy_drop=0.05, patience=1)
+    unbroken, expected = prune_gradual(trained, small_data, cfg, progress=False)
+
+    real_save = RoundCheckpoint.save
+
+    def save_then_interrupt(self, round_index, state, models):
+        real_save(self, round_index, state, models)
+        if round_index == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RoundCheckpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prune_gradual(trained, small_data, cfg, progress=False, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(RoundCheckpoint, "save", real_save)
+    state = json.loads((tmp_path / "rounds" / "state.json").read_text())
+    assert state["round"] == stop_after and state["kept"] == ("current" if stop_after == 1 else "kept")
+
+    resumed, summary = prune_gradual(trained, small_data, cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert [r["within_budget"] for r in summary["history"]] == [True, True, False, True, False, False]
+    assert summary["history"] == [{**r, "seconds": s["seconds"]} for r, s in zip(expected["history"], summary["history"], strict=True)]
+    assert summary["kernels_pruned"]["conv2"] == 308
+    for a, b in zip(unbroken.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def _runs(tmp_path):
