@@ -88,6 +88,16 @@ class TrainingCheckpoint:
         self._ckpt.read(str(self.folder / state["checkpoint"])).assert_existing_objects_matched()
         return state
 
+    def resume(self, epochs: int) -> tuple[int, dict]:
+        """Restore the last checkpoint; return (first epoch left to train of `epochs`, history)."""
+        state = self.restore()
+        return (epochs if state.get("finished") else int(state["epoch"])), state["history"]
+
+    def finish(self, history: dict) -> None:
+        """Save the final weights (early stopping's best ones) and mark training as over."""
+        if history.get("loss"):
+            self.save(len(history["loss"]) - 1, history, finished=True)
+
     def save(self, epoch: int, history: dict, finished: bool = False) -> None:
         """Checkpoint after epoch `epoch`; `finished`: training is over (early stopping included)."""
         prefix = self.folder / f"epoch-{epoch + 1:04d}{'-final' if finished else ''}"

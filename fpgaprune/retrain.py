@@ -71,7 +71,7 @@ def masked_retrain(
     seed = cfg.seed if seed is None else seed
     result = fit(
         pruned, data, epochs, cfg.train.batch_size, seed=seed, callbacks=callbacks, verbose=verbose,
-        checkpoint_dir=checkpoint_dir, resume=resume and checkpoint_dir is not None and Path(checkpoint_dir, "state.json").is_file(),
+        checkpoint_dir=checkpoint_dir, resume=resume,
     )
     return pruned, result
 

@@ -126,7 +126,7 @@ def fit(
 
     Epoch e sees the training images in an order fixed by (seed, e). With `checkpoint_dir`,
     weights, optimizer and dropout state are saved after every epoch; `resume` restores the
-    last of them and continues, reaching the same weights as an uninterrupted run.
+    last of them, if any, and continues, reaching the same weights as an uninterrupted run.
     """
     check_data_fits(model, data)
     timer = EpochTimer()
@@ -140,9 +140,8 @@ def fit(
         )
     first_epoch, history = 0, {}
     checkpoint = TrainingCheckpoint(checkpoint_dir, model) if checkpoint_dir is not None else None
-    if checkpoint is not None and resume:
-        state = checkpoint.restore()
-        first_epoch, history = (epochs if state.get("finished") else int(state["epoch"])), state["history"]
+    if checkpoint is not None and resume and checkpoint.exists():
+        first_epoch, history = checkpoint.resume(epochs)
     cbs.append(RecordHistory(history))
     if checkpoint is not None:
         cbs.append(checkpoint.callback(history))
@@ -157,8 +156,8 @@ def fit(
             callbacks=cbs,
             verbose=verbose,
         )
-    if checkpoint is not None and history.get("loss"):  # early stopping's weights; no training left
-        checkpoint.save(len(history["loss"]) - 1, history, finished=True)
+    if checkpoint is not None:
+        checkpoint.finish(history)
     return FitResult(len(history.get("loss", [])), history, timer.seconds)
 
 

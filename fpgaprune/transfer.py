@@ -201,16 +201,15 @@ def train_layers(
     checkpoint = TrainingCheckpoint(checkpoint_dir, net) if checkpoint_dir is not None else None
     if checkpoint is not None:
         if resume and checkpoint.exists():
-            state = checkpoint.restore()
-            first_epoch, history = (epochs if state.get("finished") else int(state["epoch"])), state["history"]
+            first_epoch, history = checkpoint.resume(epochs)
         callbacks.append(checkpoint.callback(history))
     result = fit_head(
         net, x_train, data.y_train, x_val, data.y_val, optimizer=net.optimizer, batch_size=cfg.train.batch_size,
         epochs=epochs, seed=cfg.seed, frozen=frozen, first_epoch=first_epoch, history=history,
         callbacks=callbacks, jit=t.jit_compile, verbose=verbose,
     )
-    if checkpoint is not None:  # early stopping's restored weights, and "do not train again"
-        checkpoint.save(result.epochs - 1, history, finished=True)
+    if checkpoint is not None:
+        checkpoint.finish(history)
     info.update(epochs=result.epochs, epoch_seconds=result.epoch_seconds, compiled=result.compiled, history=history)
     return info
 

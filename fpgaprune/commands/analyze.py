@@ -118,8 +118,7 @@ def load_or_train_baseline(cfg: Config, data, verbose: int, resume: bool = False
     ckpt = checkpoint_dir(cfg, "baseline")
     set_seed(cfg.seed)  # before building, so the initial weights are seeded too
     model, summary = train_baseline(
-        build_model(cfg.model), data, cfg, verbose=verbose, checkpoint_dir=ckpt,
-        resume=resume and (ckpt / "state.json").is_file(),
+        build_model(cfg.model), data, cfg, verbose=verbose, checkpoint_dir=ckpt, resume=resume
     )
     folder = save_stage(cfg, "baseline", model, summary)
     remove_checkpoint(ckpt)
