@@ -28,8 +28,8 @@ from .errors import BadInput
 from .features import Split, cache_features, speedup_bound, split_at_trainable
 from .headfit import fit_head
 from .heads import dense_layers, insert_identity, insert_scale, rebuild, replace_head
-from .masks import count_pruned, masked_max_abs, masked_optimizer, masks_of
-from .train import accuracy, optimizer_from, set_seed
+from .masks import count_pruned, masked_max_abs, masks_of
+from .train import accuracy, compile_model, optimizer_from, set_seed
 
 
 @dataclass
@@ -143,15 +143,6 @@ def freeze(model: tf.keras.Model, trainable: list[str]) -> None:
         layer.trainable = layer.name in trainable
 
 
-def compile_for_transfer(net: tf.keras.Model, optimizer) -> None:
-    """Attach the masked optimizer, loss and metric (checkpoints and callbacks find them there)."""
-    net.compile(
-        optimizer=masked_optimizer(optimizer),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-
-
 def _features(split: Split, data: Dataset, t, cache_dir) -> tuple:
     """Cached training and validation features, and a description of the cache."""
     start = time.perf_counter()
@@ -192,7 +183,7 @@ def train_layers(
             info.update(cache_info)
         else:
             frozen = split.frozen
-    compile_for_transfer(net, optimizer_from(cfg.train, t.optimizer, learning_rate))
+    compile_model(net, optimizer_from(cfg.train, t.optimizer, learning_rate))  # masked; callbacks find it
     callbacks, first_epoch, history = [], 0, {}
     if cfg.train.early_stopping_patience and len(x_val):
         callbacks.append(tf.keras.callbacks.EarlyStopping(
