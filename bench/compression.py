@@ -10,8 +10,8 @@ filters or single weights).
 
 Per point (method, target, seed) it records the test accuracy, the non-zero conv
 multiplications per image, and after post-training quantization of the conv weights to 8 and
-6 bits (fpgaprune.quantize, no fine-tuning: no extra epochs) the quantized accuracy, the
-non-zero multiplications left and fpgaprune.accounting's multiplier / DSP / LUT estimate
+6 bits (fpgaprune.hw.quantize, no fine-tuning: no extra epochs) the quantized accuracy, the
+non-zero multiplications left and fpgaprune.hw.accounting's multiplier / DSP / LUT estimate
 (Latency strategy, reuse factor 1; also the multipliers of a Resource_Unrolled design at
 reuse factors 4, 8, 32), and the method's wall time.
 
@@ -42,14 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compression_methods import LAYERS, METHODS, layers_of  # noqa: E402
 from compression_report import plot, results_block, update_results_md  # noqa: E402
 
-from fpgaprune.accounting import dsp_estimate, lut_estimate, multipliers  # noqa: E402
 from fpgaprune.config import LayerBits, load_config  # noqa: E402
+from fpgaprune.hw.accounting import dsp_estimate, lut_estimate, multipliers  # noqa: E402
+from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels  # noqa: E402
 from fpgaprune.io import write_json  # noqa: E402
 from fpgaprune.masks import conv_layers  # noqa: E402
 from fpgaprune.models import build_model  # noqa: E402
-from fpgaprune.quantize import build_quantized_model, quantized_kernels  # noqa: E402
 from fpgaprune.runs import load_data  # noqa: E402
-from fpgaprune.train import accuracy, set_seed, train_baseline  # noqa: E402
+from fpgaprune.training.fit import accuracy, set_seed, train_baseline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -108,7 +108,7 @@ def hardware(model, data, cfg, bits: int, geometry: dict[str, dict]) -> dict:
     """Post-training quantization of the conv weights to `bits`, then the accounting's figures.
 
     Dense layers stay at 8 bits so the figure isolates the conv layers. Multipliers, DSP and
-    LUT per fpgaprune.accounting (Latency, reuse factor 1: one multiplier per non-zero weight;
+    LUT per fpgaprune.hw.accounting (Latency, reuse factor 1: one multiplier per non-zero weight;
     hls4ml's VivadoDSPEstimator puts weights under 9 bits in LUTs); also the multipliers of a
     Resource_Unrolled design at UNROLLED_RFS, per layer.
     """

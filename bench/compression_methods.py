@@ -27,9 +27,9 @@ from dataclasses import replace
 import numpy as np
 import tensorflow as tf
 
-from fpgaprune.analyze import kernel_norms, propose
-from fpgaprune.retrain import masked_retrain, prune_gradual, prune_oneshot
-from fpgaprune.train import compile_model, fit, optimizer_from
+from fpgaprune.analysis.kernels import kernel_norms, propose
+from fpgaprune.training.fit import compile_model, fit, optimizer_from
+from fpgaprune.training.retrain import masked_retrain, prune_gradual, prune_oneshot
 
 # The default pruned layers: both conv layers of the reference CNN. conv2 alone holds 85% of
 # the conv multiplications, so 90% and 95% of them cannot be removed without conv1.

@@ -121,7 +121,7 @@ batch {p['batch_size']}), the unpruned reference too. Target = share of the mult
 ({', '.join(p['layers'])}) removed, hence of all conv multiplications; "removed" is what the trained model really has.
 Quantized columns: conv weights rounded to 8 / 6 bits (`quantized_bits(b, 0)`, dense layers 8 bits, no fine-tuning);
 mults = non-zero conv multiplications per image left after rounding; multipliers / DSP / LUT per
-`fpgaprune.accounting` (Latency, reuse factor 1). Time: wall time of the method alone (2 shared cores, noisy).
+`fpgaprune.hw.accounting` (Latency, reuse factor 1). Time: wall time of the method alone (2 shared cores, noisy).
 
 {methods}{failures}
 
@@ -136,7 +136,7 @@ def _unrolled_section(result: dict) -> str:
     if not table:
         return ""
     return ("\nconv2 multipliers with 8-bit weights in a `Resource_Unrolled` design (hls4ml's rule, via "
-            "`fpgaprune.accounting.multipliers`: weights stored (F, H, W, C), a multiplier serves RF "
+            "`fpgaprune.hw.accounting.multipliers`: weights stored (F, H, W, C), a multiplier serves RF "
             "consecutive input channels of one tap of one filter and is dropped only when all are zero; "
             "RF 1 = non-zero weights):\n\n" + table + "\n")
 

@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-images", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    from fpgaprune.accounting import as_dict, check_masked_zeros, count_project, format_table
     from fpgaprune.commands.quantize import load_source
     from fpgaprune.config import load_config
-    from fpgaprune.csim import compile_copy, predict, run_csim
-    from fpgaprune.export import export_project
-    from fpgaprune.quantize import quantize_model
+    from fpgaprune.hw.accounting import as_dict, check_masked_zeros, count_project, format_table
+    from fpgaprune.hw.csim import compile_copy, predict, run_csim
+    from fpgaprune.hw.export import export_project
+    from fpgaprune.hw.quantize import quantize_model
     from fpgaprune.runs import load_data
 
     cfg = load_config(args.config)

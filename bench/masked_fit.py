@@ -40,7 +40,7 @@ from fpgaprune.config import ModelConfig  # noqa: E402
 from fpgaprune.data import load_dataset  # noqa: E402
 from fpgaprune.masks import KernelMask, apply_masks, masked_max_abs  # noqa: E402
 from fpgaprune.models import build_reference_cnn  # noqa: E402
-from fpgaprune.train import EpochTimer, compile_model, make_optimizer, set_seed  # noqa: E402
+from fpgaprune.training.fit import EpochTimer, compile_model, make_optimizer, set_seed  # noqa: E402
 
 FRACTION = 0.8
 LAYER = "conv2"

@@ -27,12 +27,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from fpgaprune.config import load_config  # noqa: E402
-from fpgaprune.features import layer_macs  # noqa: E402
-from fpgaprune.heads import rebuild  # noqa: E402
 from fpgaprune.models import build_reference_cnn  # noqa: E402
 from fpgaprune.runs import load_data  # noqa: E402
-from fpgaprune.train import EpochTimer, accuracy, compile_model, fit, optimizer_from, set_seed  # noqa: E402
-from fpgaprune.transfer import (  # noqa: E402
+from fpgaprune.training.fit import (  # noqa: E402
+    EpochTimer,
+    accuracy,
+    compile_model,
+    fit,
+    optimizer_from,
+    set_seed,
+)
+from fpgaprune.transfer.features import layer_macs  # noqa: E402
+from fpgaprune.transfer.heads import rebuild  # noqa: E402
+from fpgaprune.transfer.stage import (  # noqa: E402
     DEMO_NEW_CLASSES,
     DEMO_OLD_CLASSES,
     eval_split,

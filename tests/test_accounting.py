@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fpgaprune.accounting import (
+from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
+from fpgaprune.hw.accounting import (
     as_dict,
     count_project,
     format_table,
@@ -14,11 +15,10 @@ from fpgaprune.accounting import (
     read_weight_file,
     warnings,
 )
-from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
-from fpgaprune.export import export_project, read_manifest
+from fpgaprune.hw.export import export_project, read_manifest
+from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels
 from fpgaprune.masks import apply_masks
 from fpgaprune.models import build_reference_cnn
-from fpgaprune.quantize import build_quantized_model, quantized_kernels
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
 TINY = {"conv_filters": [4, 8], "fc_units": 16}
@@ -106,7 +106,7 @@ def test_dsp_only_for_wide_weights(exported):
     rows = {r.name: r for r in count_project(folder)}
     # 8-bit weights: hls4ml's VivadoDSPEstimator puts the products in LUTs
     assert all(r.dsp == 0 and r.lut > 0 for r in rows.values())
-    from fpgaprune.accounting import dsp_estimate
+    from fpgaprune.hw.accounting import dsp_estimate
 
     wide = {"name": "x", "strategy": "latency", "reuse_factor": 1, "weight_bits": 12}
     assert dsp_estimate(wide, 100, 37) == 37

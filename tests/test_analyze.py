@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fpgaprune.analyze import (
+from fpgaprune.analysis.kernels import (
     check_layers,
     kernel_counts,
     kernel_norms,
@@ -126,7 +126,7 @@ def test_sensitivity_is_read_only(reference_model, small_data):
     sweep = sensitivity_sweep(reference_model, norms, small_data, ["conv2"], fractions=(0.5, 1.0), progress=False)
     for a, b in zip(weights, reference_model.get_weights(), strict=True):
         assert np.array_equal(a, b)
-    from fpgaprune.train import accuracy
+    from fpgaprune.training.fit import accuracy
 
     assert nothing["val_accuracy"] == accuracy(reference_model, small_data.x_val, small_data.y_val)
     assert nothing["test_accuracy"] is None  # mnist-5k alone has no test split

@@ -15,11 +15,11 @@ import yaml
 
 from fpgaprune.cli import main
 from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
-from fpgaprune.csim import SUMMARY, compare, run_csim
-from fpgaprune.export import export_project
+from fpgaprune.hw.csim import SUMMARY, compare, run_csim
+from fpgaprune.hw.export import export_project
+from fpgaprune.hw.quantize import build_quantized_model, quantize_model
 from fpgaprune.masks import apply_masks, save_masks
 from fpgaprune.models import build_reference_cnn
-from fpgaprune.quantize import build_quantized_model, quantize_model
 
 from .conftest import error_lines, run_cli
 
@@ -167,7 +167,7 @@ class _DiesInWorkers:
 
 
 def test_predict_survives_a_dying_worker(capsys):
-    from fpgaprune.csim import CHUNK, predict
+    from fpgaprune.hw.csim import CHUNK, predict
 
     x = np.random.default_rng(0).random((3 * CHUNK, 2, 2, 1), np.float32)
     out = predict(_DiesInWorkers(), x, workers=2)

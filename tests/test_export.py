@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fpgaprune.accounting import check_masked_zeros, read_weight_file
 from fpgaprune.cli import main
 from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
-from fpgaprune.export import MANIFEST, export_project, read_manifest
+from fpgaprune.hw.accounting import check_masked_zeros, read_weight_file
+from fpgaprune.hw.export import MANIFEST, export_project, read_manifest
+from fpgaprune.hw.quantize import build_quantized_model, logits_model
 from fpgaprune.masks import apply_masks, strip_masks
 from fpgaprune.models import build_reference_cnn
-from fpgaprune.quantize import build_quantized_model, logits_model
 
 TINY = {"conv_filters": [4, 8], "fc_units": 16}
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
@@ -48,8 +48,8 @@ def test_masked_kernels_are_zero_in_exported_weight_files(tmp_path, pruned_qmode
     assert weights.nzeros >= masked  # hls4ml's own count of zeros in the header
     assert layer["masked_weights"] == masked and layer["strategy"] == strategy.lower()
     # non-masked kernels keep their (quantized) values: the mapping back is not all zeros
-    from fpgaprune.accounting import kernel_in_keras_layout
-    from fpgaprune.quantize import quantized_kernels
+    from fpgaprune.hw.accounting import kernel_in_keras_layout
+    from fpgaprune.hw.quantize import quantized_kernels
 
     exported = kernel_in_keras_layout(weights, layer)
     np.testing.assert_array_equal(exported, quantized_kernels(qmodel)["conv2"])

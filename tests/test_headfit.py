@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fpgaprune.headfit import batch_blocks, epoch_order, fit_head
 from fpgaprune.masks import masked_optimizer
+from fpgaprune.transfer.headfit import batch_blocks, epoch_order, fit_head
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

@@ -22,7 +22,7 @@ from fpgaprune.masks import (
 )
 from fpgaprune.models import load_model_file, save_model
 from fpgaprune.spec import masks_to_spec, read_mask_spec, spec_to_masks, write_mask_spec
-from fpgaprune.train import compile_model, make_optimizer, set_seed
+from fpgaprune.training.fit import compile_model, make_optimizer, set_seed
 
 OPTIMIZERS = {
     "sgd_momentum": lambda: make_optimizer("sgd", 0.05, momentum=0.9),

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fpgaprune import analyze, plots
+from fpgaprune.analysis import kernels as analyze
 from fpgaprune.config import QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
+from fpgaprune.hw.quantize import build_quantized_model
 from fpgaprune.masks import masks_of
-from fpgaprune.quantize import build_quantized_model
+from fpgaprune.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -33,8 +34,8 @@ def assert_png(path: Path, min_bytes: int = 5000) -> np.ndarray:
 def reference_run(small_data):
     """The reference CNN after a tiny run: baseline, gradual pruning (2 rounds), quantized copy."""
     from fpgaprune.models import build_model
-    from fpgaprune.retrain import prune_gradual
-    from fpgaprune.train import set_seed, train_baseline
+    from fpgaprune.training.fit import set_seed, train_baseline
+    from fpgaprune.training.retrain import prune_gradual
 
     cfg = parse_config({"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}})
     set_seed(cfg.seed)

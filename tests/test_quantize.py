@@ -9,9 +9,7 @@ import tensorflow as tf
 from fpgaprune.cli import main
 from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
-from fpgaprune.masks import KernelMask, apply_masks, masks_of
-from fpgaprune.models import build_reference_cnn
-from fpgaprune.quantize import (
+from fpgaprune.hw.quantize import (
     build_quantized_model,
     check_convertible,
     check_quantized_zeros,
@@ -19,6 +17,8 @@ from fpgaprune.quantize import (
     quantize_model,
     quantized_kernels,
 )
+from fpgaprune.masks import KernelMask, apply_masks, masks_of
+from fpgaprune.models import build_reference_cnn
 
 TINY = ModelConfig(conv_filters=[4, 8], fc_units=16)
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fpgaprune.cli import main
-from fpgaprune.report import NOT_RUN, SECTIONS
+from fpgaprune.report.html import NOT_RUN, SECTIONS
 from tests.test_plots import assert_png
 
 TINY = {
@@ -100,8 +100,9 @@ def test_report_bad_input(pruned_run, capsys):
 @pytest.mark.slow
 def test_report_with_quantized_stage_csim_and_accounting(pruned_run):
     """After quantize -> export -> C-sim, the page shows agreement and the hardware table."""
-    from fpgaprune import csim, export, quantize, runs
+    from fpgaprune import runs
     from fpgaprune.config import load_config
+    from fpgaprune.hw import csim, export, quantize
     from fpgaprune.masks import masks_of
 
     config, run_dir = pruned_run

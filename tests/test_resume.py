@@ -87,7 +87,7 @@ def _pruned_run(runs_dir):
     from fpgaprune.masks import apply_masks, empty_masks, save_masks
     from fpgaprune.models import build_reference_cnn
     from fpgaprune.runs import save_stage
-    from fpgaprune.train import set_seed
+    from fpgaprune.training.fit import set_seed
 
     cfg = Config(runs_dir=str(runs_dir), model=ModelConfig(conv_filters=[4, 8], fc_units=16))
     set_seed(0)

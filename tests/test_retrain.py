@@ -8,14 +8,19 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from fpgaprune import retrain
 from fpgaprune.checkpoint import RoundCheckpoint
 from fpgaprune.cli import main
 from fpgaprune.config import Config, PruneConfig
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
 from fpgaprune.models import build_reference_cnn, load_model_file, load_saved_model
-from fpgaprune.retrain import fraction_schedule, masked_retrain, prune_gradual, prune_oneshot
-from fpgaprune.train import compile_model, make_optimizer, set_seed
+from fpgaprune.training import retrain
+from fpgaprune.training.fit import compile_model, make_optimizer, set_seed
+from fpgaprune.training.retrain import (
+    fraction_schedule,
+    masked_retrain,
+    prune_gradual,
+    prune_oneshot,
+)
 
 from .conftest import ROOT, error_lines, run_cli
 

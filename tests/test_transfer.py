@@ -15,12 +15,12 @@ from fpgaprune.cli import main
 from fpgaprune.config import Config, ModelConfig, TrainConfig, TransferConfig, config_to_dict
 from fpgaprune.data import load_dataset
 from fpgaprune.errors import BadInput
-from fpgaprune.features import cache_features, split_at_trainable
 from fpgaprune.masks import apply_masks, masked_max_abs
 from fpgaprune.models import build_reference_cnn, save_model
 from fpgaprune.runs import load_stage, save_stage
-from fpgaprune.train import compile_model, fit, optimizer_from, set_seed
-from fpgaprune.transfer import freeze, prepare, select_task, transfer
+from fpgaprune.training.fit import compile_model, fit, optimizer_from, set_seed
+from fpgaprune.transfer.features import cache_features, split_at_trainable
+from fpgaprune.transfer.stage import freeze, prepare, select_task, transfer
 
 from .conftest import error_lines, run_cli
 

@@ -5,7 +5,6 @@ and export, down to the numbers in the HLS weight files."""
 import numpy as np
 import pytest
 
-from fpgaprune.accounting import check_masked_zeros, count_project
 from fpgaprune.config import (
     Config,
     ExportConfig,
@@ -15,13 +14,14 @@ from fpgaprune.config import (
     TransferConfig,
 )
 from fpgaprune.data import load_dataset
-from fpgaprune.export import export_project
+from fpgaprune.hw.accounting import check_masked_zeros, count_project
+from fpgaprune.hw.export import export_project
+from fpgaprune.hw.quantize import check_quantized_zeros, quantize_model
 from fpgaprune.masks import apply_masks, masked_max_abs, masks_of
 from fpgaprune.models import build_reference_cnn, load_saved_model, save_model
-from fpgaprune.quantize import check_quantized_zeros, quantize_model
 from fpgaprune.spec import parse_mask_spec, spec_to_masks
-from fpgaprune.train import compile_model, fit, make_optimizer, set_seed
-from fpgaprune.transfer import transfer
+from fpgaprune.training.fit import compile_model, fit, make_optimizer, set_seed
+from fpgaprune.transfer.stage import transfer
 
 SPEC = {"conv1": [[0, 1], [0, 5]], "conv2": [[0, 0], [3, 5], [5, 2], [5, 7], [1, 1]]}
 OPTIMIZERS = {

@@ -94,7 +94,7 @@ def masks_from_file(path: str, model) -> dict:
 
 def checked_inputs(cfg: Config, args):
     """Everything a user can get wrong, checked before anything is trained or written."""
-    from ..analyze import check_layers
+    from ..analysis.kernels import check_layers
 
     model = model_for_checks(cfg)
     spec_masks = masks_from_file(cfg.prune.spec, model) if cfg.prune.select == "spec" else None
@@ -113,7 +113,7 @@ def load_or_train_baseline(cfg: Config, data, verbose: int, resume: bool = False
     from ..checkpoint import remove_checkpoint
     from ..models import build_model
     from ..runs import checkpoint_dir
-    from ..train import set_seed, train_baseline
+    from ..training.fit import set_seed, train_baseline
 
     ckpt = checkpoint_dir(cfg, "baseline")
     set_seed(cfg.seed)  # before building, so the initial weights are seeded too
@@ -135,7 +135,7 @@ def write_table_csv(table: list[dict], path: Path) -> None:
 
 
 def run(args) -> int:
-    from ..analyze import analyze
+    from ..analysis.kernels import analyze
     from ..masks import save_masks
     from ..spec import masks_to_spec, write_mask_spec
 

@@ -17,9 +17,9 @@ def add_arguments(p) -> None:
 
 def csim_stage(cfg, test_data: str | None, images: int | None = None, progress: bool = False) -> list[dict]:
     """Run the C-simulation of every exported backend; returns their summaries."""
-    from ..csim import describe, require_gxx, run_csim
     from ..errors import BadInput
-    from ..export import backend_names, project_dir, read_manifest
+    from ..hw.csim import describe, require_gxx, run_csim
+    from ..hw.export import backend_names, project_dir, read_manifest
     from ..runs import load_data, load_stage
 
     require_gxx()

@@ -26,7 +26,7 @@ def export_stage(cfg, test_data: str | None, force: bool, reuse: bool = False) -
 
     All targets are checked before any is written, so a refusal leaves nothing half done.
     """
-    from ..export import (
+    from ..hw.export import (
         backend_names,
         check_export_config,
         export_project,

@@ -18,10 +18,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..accounting import as_dict, check_masked_zeros, count_project, format_table, warnings
-    from ..csim import require_gxx
     from ..errors import WorkFailed
-    from ..export import check_export_config, read_manifest
+    from ..hw.accounting import as_dict, check_masked_zeros, count_project, format_table, warnings
+    from ..hw.csim import require_gxx
+    from ..hw.export import check_export_config, read_manifest
     from ..io import write_json
     from ..masks import masks_of
     from ..runs import has_stage, load_stage, stage_dir
@@ -69,7 +69,7 @@ def run(args) -> int:
             f"C-sim agreement: {summary['argmax_agreement']:.2%} argmax, {exact} "
             f"on {summary['images']} {summary['split']} images"
         )
-    from ..report import write_report
+    from ..report.html import write_report
 
     print(f"report: {write_report(cfg)}")
     return 0

@@ -31,11 +31,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..analyze import analyze, ranked_table
+    from ..analysis.kernels import analyze, ranked_table
     from ..checkpoint import remove_checkpoint
     from ..masks import empty_masks, masks_of, save_masks
-    from ..retrain import prune_gradual, prune_oneshot
     from ..spec import masks_to_spec, write_mask_spec
+    from ..training.retrain import prune_gradual, prune_oneshot
 
     explicit = any(getattr(args, k) is not None for k in ("threshold", "fraction", "global_fraction", "spec"))
     extra = {}
@@ -76,7 +76,7 @@ def run(args) -> int:
     remove_checkpoint(ckpt)
     print(format_summary(summary))
     print(f"pruned model saved to {folder}")
-    from ..report import write_report
+    from ..report.html import write_report
 
     print(f"report: {write_report(cfg)}")
     return 0

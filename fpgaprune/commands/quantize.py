@@ -43,8 +43,8 @@ def load_source(cfg):
 def quantize_stage(cfg, test_data: str | None, force: bool, verbose: int, resume: bool = False):
     """Quantize + fine-tune (checkpointed every epoch) + save; returns (qmodel, summary, folder)."""
     from ..checkpoint import remove_checkpoint
+    from ..hw.quantize import quantize_model
     from ..masks import save_masks
-    from ..quantize import quantize_model
     from ..runs import save_stage
 
     if has_stage(cfg, "quantized") and not force:

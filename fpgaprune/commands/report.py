@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 def resolve_run(args):
     """The config of the run RUN names: the one its stages saved, with --set applied on top."""
-    from ..report_data import saved_config
+    from ..report.data import saved_config
 
     base = config_from_args(args)
     runs_dir, name = Path(base.runs_dir), base.name
@@ -59,7 +59,7 @@ def resolve_run(args):
 
 
 def run(args) -> int:
-    from ..report import write_report
+    from ..report.html import write_report
 
     cfg = resolve_run(args)
     if args.channel is not None and args.channel < 0:

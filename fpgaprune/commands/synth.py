@@ -28,7 +28,7 @@ def missing_tools(backends: list[str]) -> list[str]:
 
 def run(args) -> int:
     from ..errors import BadInput, WorkFailed
-    from ..export import backend_names, check_export_config, project_dir, read_manifest
+    from ..hw.export import backend_names, check_export_config, project_dir, read_manifest
     from ..io import write_json
 
     cfg = config_from_args(args)
@@ -42,7 +42,7 @@ def run(args) -> int:
         )
     from hls4ml.report import parse_vivado_report, print_vivado_report
 
-    from ..csim import load_hls_model
+    from ..hw.csim import load_hls_model
 
     for backend in backends:
         folder = project_dir(cfg, backend).resolve()

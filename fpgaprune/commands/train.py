@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..checkpoint import remove_checkpoint
-    from ..train import set_seed, train_baseline
+    from ..training.fit import set_seed, train_baseline
 
     cfg = config_from_args(args)
     if has_stage(cfg, "baseline") and not args.force:

@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..checkpoint import remove_checkpoint
-    from ..transfer import transfer
+    from ..transfer.stage import transfer
 
     for flag, key in SHORTCUTS.items():
         value = getattr(args, flag)
@@ -78,7 +78,7 @@ def run(args) -> int:
 
 def _demo(cfg, args) -> int:
     from ..models import save_model
-    from ..transfer import run_demo
+    from ..transfer.stage import run_demo
 
     if has_stage(cfg, "transfer-demo") and not args.force:
         raise BadInput(f"{stage_dir(cfg, 'transfer-demo')} already exists; pass --force to run the demo again")

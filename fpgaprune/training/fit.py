@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .checkpoint import TrainingCheckpoint, epoch_batches
-from .config import Config, TrainConfig
-from .data import Dataset
-from .errors import BadInput
-from .masks import masked_optimizer
+from ..checkpoint import TrainingCheckpoint, epoch_batches
+from ..config import Config, TrainConfig
+from ..data import Dataset
+from ..errors import BadInput
+from ..masks import masked_optimizer
 
 
 def set_seed(seed: int) -> None:

@@ -23,11 +23,11 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from ..config import Config, config_to_dict
+from ..errors import BadInput, FpgapruneError
+from ..io import atomic_dir
 from . import plots
-from .config import Config, config_to_dict
-from .errors import BadInput, FpgapruneError
-from .io import atomic_dir
-from .report_data import (
+from .data import (
     NOT_RUN,
     OPTIONAL_STAGES,
     PAGE,
@@ -158,7 +158,7 @@ def stages_section(run: RunData, figs: Figures) -> str:
 
 
 def analysis_section(run: RunData, figs: Figures) -> str:
-    from .analyze import ranked_table
+    from ..analysis.kernels import ranked_table
 
     summary, parts = run.summaries["analysis"], []
     if summary is None:
@@ -193,7 +193,7 @@ def analysis_section(run: RunData, figs: Figures) -> str:
 
 def _grid_choice(run: RunData) -> tuple[str, int]:
     """The kernel grid shows the output channel with the most pruned kernels, unless told."""
-    from .masks import conv_layers
+    from ..masks import conv_layers
 
     layer, channel = run.grid_layer, run.grid_channel
     if layer is None:
@@ -345,7 +345,7 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
 
     `layer` / `channel` choose the kernel grid (default: the output channel with most pruned kernels).
     """
-    from .masks import conv_layers
+    from ..masks import conv_layers
 
     if not cfg.run_dir.is_dir():
         raise BadInput(f"{cfg.run_dir}: no such run; train one first with `fpgaprune train --config ...`")

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .errors import BadInput, WorkFailed
+from ..errors import BadInput, WorkFailed
+from ..io import write_json
+from ..masks import strip_masks
 from .export import HLS_MODEL, read_manifest, write_project
-from .io import write_json
-from .masks import strip_masks
 from .quantize import logits_model
 
 SUMMARY = "summary.json"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, load_config
-from .io import read_json
+from ..config import Config, load_config
+from ..io import read_json
 
 REPORT_DIR = "report"
 PAGE = "index.html"
@@ -53,7 +53,7 @@ def stage_summary(cfg: Config, stage: str) -> dict | None:
 
 def stage_model(cfg: Config, stage: str):
     """A stage's saved model, or None when it has none."""
-    from .models import MODEL_FILE, load_saved_model
+    from ..models import MODEL_FILE, load_saved_model
 
     folder = cfg.run_dir / stage
     return load_saved_model(folder) if (folder / MODEL_FILE).is_file() else None
@@ -78,15 +78,15 @@ def hls_projects(cfg: Config) -> dict[str, Path]:
 
 def csim_summary(project: Path) -> dict | None:
     """The C-simulation summary `csim.run_csim` wrote into the project, or None."""
-    from .csim import SUMMARY
+    from ..hw.csim import SUMMARY
 
     return read_json(project / SUMMARY) if (project / SUMMARY).is_file() else None
 
 
 def hardware_accounting(project: Path) -> dict | None:
     """The per-layer accounting (`fpgaprune hls` writes it; else read from the weight files)."""
-    from .accounting import as_dict, count_project
-    from .export import MANIFEST
+    from ..hw.accounting import as_dict, count_project
+    from ..hw.export import MANIFEST
 
     if (project / "accounting.json").is_file():
         return read_json(project / "accounting.json")
@@ -95,7 +95,7 @@ def hardware_accounting(project: Path) -> dict | None:
 
 def run_masks(cfg: Config, models: dict) -> tuple[dict[str, np.ndarray], str]:
     """The run's final masks and where they came from: the pruned model, else the analysis."""
-    from .masks import load_masks, masks_of
+    from ..masks import load_masks, masks_of
 
     for stage in ("pruned", "quantized", "transfer"):
         if models.get(stage) is not None and masks_of(models[stage]):
@@ -124,7 +124,7 @@ class RunData:
 
 
 def read_run(cfg: Config) -> RunData:
-    from .analyze import kernel_norms
+    from ..analysis.kernels import kernel_norms
 
     summaries = {s: stage_summary(cfg, s) for s in STAGES}
     models = {s: stage_model(cfg, s) for s in ("baseline", "pruned", "transfer", "quantized")}
@@ -139,7 +139,7 @@ def read_run(cfg: Config) -> RunData:
 
 def stale_stages(cfg: Config, projects: dict[str, Path]) -> dict[str, str]:
     """Stages saved before the stage they were made from (re-run since): stage -> that input."""
-    from .csim import SUMMARY
+    from ..hw.csim import SUMMARY
 
     def saved_at(path: Path) -> float | None:
         return path.stat().st_mtime if path.is_file() else None

@@ -25,8 +25,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .errors import BadInput
-from .io import atomic_path
+from ..errors import BadInput
+from ..io import atomic_path
 
 DPI = 110
 PRUNED_COLOR = "#d62728"
@@ -127,7 +127,7 @@ def kernel_grid(
     One symmetric colour scale for the channel, so a near-zero kernel looks pale next to the
     others; pruned kernels get a red frame.
     """
-    from .masks import conv_layers
+    from ..masks import conv_layers
 
     convs = {c.name: c for c in conv_layers(model)}
     if layer not in convs:

@@ -24,13 +24,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .analyze import check_layers, kernel_counts, kernel_norms, macs, propose
-from .checkpoint import RoundCheckpoint, remove_checkpoint
-from .config import Config, PruneConfig, config_to_dict
-from .data import Dataset
-from .errors import BadInput
-from .masks import apply_masks, masked_max_abs, masks_of
-from .train import FitResult, compile_model, evaluate, fit, optimizer_from, set_seed
+from ..analysis.kernels import check_layers, kernel_counts, kernel_norms, macs, propose
+from ..checkpoint import RoundCheckpoint, remove_checkpoint
+from ..config import Config, PruneConfig, config_to_dict
+from ..data import Dataset
+from ..errors import BadInput
+from ..masks import apply_masks, masked_max_abs, masks_of
+from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, set_seed
 
 
 def fraction_schedule(p: PruneConfig) -> list[float]:

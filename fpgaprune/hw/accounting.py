@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInput
+from ..errors import BadInput
 from .export import read_manifest
 
 LUT_MODEL = "LUT ~ b_w*b_a/2 per LUT-mapped multiplier; DSP per hls4ml VivadoDSPEstimator (weights >= 9 bits)"

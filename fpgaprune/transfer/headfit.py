@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .train import FitResult
+from ..training.fit import FitResult
 
 # The memory-mapped path gathers at most this many bytes of features per compiled call.
 GROUP_BYTES = 64 * 2**20

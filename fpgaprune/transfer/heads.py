@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .errors import BadInput
+from ..errors import BadInput
 
 DENSE_TYPES = ("Dense", "QDense")
 BaseRandomLayer = tf.keras.__internal__.layers.BaseRandomLayer
@@ -50,7 +50,7 @@ def copy_graph(model, tensors: dict, *, seed=None, insert_before=None, insert_af
     layers without a seed get `seed`, so a run's dropout is reproducible. Copies whose name is
     in `taken` are renamed (name_2, ...).
     """
-    from .models import custom_objects
+    from ..models import custom_objects
 
     tensors = dict(tensors)
     insert_before, insert_after = insert_before or {}, insert_after or {}

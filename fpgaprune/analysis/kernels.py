@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from .config import PruneConfig
-from .data import Dataset
-from .errors import BadInput
-from .masks import check_masks, conv_layers, count_pruned
-from .train import accuracy
+from ..config import PruneConfig
+from ..data import Dataset
+from ..errors import BadInput
+from ..masks import check_masks, conv_layers, count_pruned
+from ..training.fit import accuracy
 
 NORMS = ("l1", "l2", "max")
 SELECTIONS = ("threshold", "fraction", "global_fraction", "spec")

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .checkpoint import TrainingCheckpoint
-from .config import Config
-from .data import Dataset
-from .errors import BadInput
+from ..checkpoint import TrainingCheckpoint
+from ..config import Config
+from ..data import Dataset
+from ..errors import BadInput
+from ..masks import count_pruned, masked_max_abs, masks_of
+from ..training.fit import accuracy, compile_model, optimizer_from, set_seed
 from .features import Split, cache_features, speedup_bound, split_at_trainable
 from .headfit import fit_head
 from .heads import dense_layers, insert_identity, insert_scale, rebuild, replace_head
-from .masks import count_pruned, masked_max_abs, masks_of
-from .train import accuracy, compile_model, optimizer_from, set_seed
 
 
 @dataclass
@@ -113,7 +113,7 @@ def choose_trainable(model: tf.keras.Model, cfg, new_layers: list[str], inserted
 
 def prepare(model: tf.keras.Model, cfg: Config) -> Plan:
     """Edit a copy of `model` as cfg.transfer asks and decide what trains; BadInput if it can't."""
-    from .models import load_model_file
+    from ..models import load_model_file
 
     t = cfg.transfer
     if len(model.inputs) != 1:
@@ -289,8 +289,8 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     section's), and the accuracies are measured on the same held-out images (test split where
     given, else validation). Returns (transferred model, summary, pretrained model).
     """
-    from .models import build_reference_cnn
-    from .train import compile_model, fit
+    from ..models import build_reference_cnn
+    from ..training.fit import compile_model, fit
 
     old = select_task(data, DEMO_OLD_CLASSES)
     per_class = cfg.transfer.per_class or DEMO_PER_CLASS

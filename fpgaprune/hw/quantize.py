@@ -20,10 +20,10 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from .config import Config, QuantizeConfig
-from .data import Dataset
-from .errors import BadInput, WorkFailed
-from .masks import ChannelMask, apply_masks, conv_layers, masked_max_abs
+from ..config import Config, QuantizeConfig
+from ..data import Dataset
+from ..errors import BadInput, WorkFailed
+from ..masks import ChannelMask, apply_masks, conv_layers, masked_max_abs
 
 # QKeras layers serialize their quantizers through keras.constraints.serialize, which warns
 # on every save and clone although the result loads back correctly.
@@ -235,7 +235,7 @@ def quantize_model(
 
     With `checkpoint_dir` the fine-tuning saves every epoch and `resume` continues from there.
     """
-    from .train import compile_model, evaluate, fit, optimizer_from, set_seed
+    from ..training.fit import compile_model, evaluate, fit, optimizer_from, set_seed
 
     set_seed(cfg.seed)
     q = cfg.quantize

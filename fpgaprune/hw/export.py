@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .config import Config, ExportConfig
-from .errors import BadInput, WorkFailed
-from .io import atomic_dir, read_json, write_json
-from .masks import masks_of, strip_masks
+from ..config import Config, ExportConfig
+from ..errors import BadInput, WorkFailed
+from ..io import atomic_dir, read_json, write_json
+from ..masks import masks_of, strip_masks
 from .quantize import check_convertible, logits_model
 
 MANIFEST = "fpgaprune.json"
