@@ -33,9 +33,14 @@ class Dataset:
     num_classes: int
     test_name: str = ""
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:] if len(self.x_train) else self.x_test.shape[1:])
+    def eval_split(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """The split accuracy figures are reported on: test where there is one, else validation.
+
+        Decided here alone, so every stage, table and report names the same split.
+        """
+        if len(self.x_test):
+            return self.x_test, self.y_test, "test"
+        return self.x_val, self.y_val, "validation"
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}

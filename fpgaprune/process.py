@@ -1,0 +1,49 @@
+"""Process-wide settings, set once by an entry point (the CLI, `run_flow`, a test session).
+
+Library stages never call these on import or on their own: a notebook that imports fpgaprune
+keeps its own TensorFlow settings until it runs the flow.
+
+    configure_process()        # deterministic kernels, checkpointable dropout RNG, quiet TF
+    reseed(seed)               # Python, NumPy and TF random state (initial weights, dropout)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+_configured = False
+
+
+def quiet_tensorflow() -> None:
+    """TF's C++ log level and the Python warnings fpgaprune's own output should not drown in."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # QKeras serializes its quantizers through keras.constraints.serialize, which warns for
+    # every non-constraint object; the saved models are correct.
+    warnings.filterwarnings("ignore", message=r"The `keras\.constraints\.serialize\(\)` API")
+    # Rebuilding layers from their configs re-uses initializer configs; the weights are copied.
+    warnings.filterwarnings("ignore", message=r"The initializer \w+ is unseeded")
+
+
+def configure_process() -> None:
+    """Deterministic TF kernels and checkpointable dropout generators (idempotent).
+
+    Dropout draws from a `tf.random.Generator` for layers built after this call, whose state a
+    checkpoint saves, so a resumed run draws the same masks as an unbroken one.
+    """
+    global _configured
+    quiet_tensorflow()
+    if _configured:
+        return
+    import tensorflow as tf
+
+    tf.keras.backend.experimental.enable_tf_random_generator()
+    tf.config.experimental.enable_op_determinism()
+    _configured = True
+
+
+def reseed(seed: int) -> None:
+    """Seed Python, NumPy and TF: what a stage calls before drawing initial weights or batches."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(int(seed))
