@@ -1,19 +1,18 @@
-"""The `fpgaprune` command: a thin shell over the library, one module per command.
+"""The `fpgaprune` command: a thin shell over the flow, one module per command.
 
-Exit codes: 0 success, 1 failure during the work, 2 bad input (config, mask spec, model
-file, data), with a one-line message naming the problem.
+Building the parser imports no TensorFlow, so `--help` and `--version` answer at once; a
+command imports the flow only when it runs. Exit codes: 0 success, 1 failure during the work,
+2 bad input (config, mask spec, model file, data), with a one-line message naming the problem,
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-# command -> module in fpgaprune.commands (imported only when that command runs).
+# command -> module in fpgaprune.commands (each defines HELP, add_arguments, run).
 COMMANDS = {
     "train": "train",
     "analyze": "analyze",
@@ -28,12 +27,23 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("fpgaprune")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fpgaprune",
         description="Prune near-zero conv kernels, retrain with them locked at 0.0, quantize "
         "and export to FPGA HLS projects.",
     )
+    parser.add_argument("--version", action="version", version=f"fpgaprune {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"fpgaprune.commands.{module_name}")
@@ -44,13 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import FpgapruneError, one_line
+    from .errors import FpgapruneError
+    from .process import quiet_tensorflow
 
     args = build_parser().parse_args(argv)
+    quiet_tensorflow()
     try:
         code = args._run(args)
     except FpgapruneError as exc:
-        print(f"fpgaprune: error: {one_line(exc)}", file=sys.stderr)
+        print(f"fpgaprune: error: {exc.for_cli()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("fpgaprune: interrupted; completed stages and checkpoints are kept", file=sys.stderr)

@@ -3,13 +3,81 @@
 Exit 0: success. Exit 1 (`WorkFailed`): something broke during the work itself.
 Exit 2 (`BadInput`): a config, mask spec, model file or data set is wrong; the message says
 which and how to fix it, and nothing has been written.
+
+Library messages say how to fix a problem in the library's own words ("set force=True"); the
+CLI shows the same message with its flags ("pass --force"). A message names a fix with
+`option("force")` or `run_step("prune")`, and `for_cli` renders it for a terminal:
+
+    raise BadInput(f"{folder} already exists; {option('force')} to replace it")
 """
+
+from __future__ import annotations
+
+import re
+
+# Options a message can point to: (library wording, CLI wording).
+OPTIONS = {
+    "force": ("set force=True", "pass --force"),
+    "resume": ("set resume=True", "pass --resume"),
+    "no_resume": ("leave resume off", "run without --resume"),
+    "allow_custom_code": ("set model.allow_custom_code: true", "pass --allow-custom-code"),
+    "layer": ("report layer", "--layer"),
+    "channel": ("report channel", "--channel"),
+    "images": ("csim images", "--images"),
+    "from_baseline": ("transfer.start_from: baseline", "--from baseline"),
+}
+# Steps a message can send the user to: the CLI names the command or make target.
+STEP_COMMANDS = {
+    "baseline": "fpgaprune train --config ...",
+    "analyze": "fpgaprune analyze --config ...",
+    "prune": "make prune",
+    "transfer": "make transfer",
+    "quantize": "fpgaprune quantize --config ...",
+    "export": "fpgaprune export",
+}
+_MARK = re.compile(r"\x00(option|step):(\w+)\x00")
+
+
+def option(name: str) -> str:
+    """A placeholder for how to set option `name`; rendered by `BadInput.__str__` / `for_cli`."""
+    if name not in OPTIONS:
+        raise KeyError(name)
+    return f"\x00option:{name}\x00"
+
+
+def run_step(step: str) -> str:
+    """A placeholder for "run the `step` step first"."""
+    if step not in STEP_COMMANDS:
+        raise KeyError(step)
+    return f"\x00step:{step}\x00"
+
+
+def render(message: str, cli: bool) -> str:
+    def word(m: re.Match) -> str:
+        kind, name = m.groups()
+        if kind == "option":
+            return OPTIONS[name][1 if cli else 0]
+        return f"run `{STEP_COMMANDS[name]}` first" if cli else f"run the {name!r} step first"
+
+    return _MARK.sub(word, message)
 
 
 class FpgapruneError(Exception):
     """Base class; `exit_code` is what the CLI returns."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return render(super().__str__(), cli=False)
+
+    @property
+    def raw(self) -> str:
+        """The message with its fix placeholders, for wrapping in a longer message."""
+        return str(self.args[0]) if self.args else ""
+
+    def for_cli(self) -> str:
+        """The message with the CLI's flag and command names, on one line."""
+        return one_line(render(super().__str__(), cli=True))
 
 
 class BadInput(FpgapruneError):
@@ -24,6 +92,6 @@ class WorkFailed(FpgapruneError):
     exit_code = 1
 
 
-def one_line(message: str) -> str:
+def one_line(message: object) -> str:
     """Collapse a message to one line, so every error reads as a single line in a terminal."""
     return " ".join(str(message).split())

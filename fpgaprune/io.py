@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadInput
+from .errors import BadInput, option
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def atomic_dir(path: str | Path, force: bool = False):
     """
     path = Path(path)
     if path.exists() and not force:
-        raise BadInput(f"{path} already exists; pass --force to replace it")
+        raise BadInput(f"{path} already exists; {option('force')} to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

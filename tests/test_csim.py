@@ -117,7 +117,7 @@ def test_missing_vendor_tool_exit_2(monkeypatch, tmp_path, capsys):
 @pytest.mark.slow
 def test_hls_command_runs_the_chain(tmp_path, small_data):
     """`fpgaprune hls` from a saved pruned stage: quantize, export, csim, accounting table."""
-    from fpgaprune.runs import save_stage
+    from fpgaprune.run import Run
 
     config = {
         "name": "chain", "data": {"dataset": "mnist-5k", "limit": 400}, "model": TINY,
@@ -128,7 +128,7 @@ def test_hls_command_runs_the_chain(tmp_path, small_data):
     path.write_text(yaml.safe_dump(config))
     cfg = parse_config(config)
     model, masks = tiny_pruned()
-    save_stage(cfg, "pruned", model, {"stage": "pruned"}, extras={"masks.npz": lambda p: save_masks(masks, p)})
+    Run(cfg).save("pruned", model, {"stage": "pruned"}, extras={"masks.npz": lambda p: save_masks(masks, p)})
 
     proc = run_cli("hls", "--config", str(path), "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -80,8 +80,9 @@ def test_existing_project_is_not_overwritten_without_force(tmp_path, pruned_qmod
     folder = export_project(qmodel, cfg, "Vivado", images())
     marker = folder / "my_notes.txt"
     marker.write_text("keep me")
-    with pytest.raises(BadInput, match="already exists; pass --force"):
+    with pytest.raises(BadInput, match="already exists; set force=True") as refused:
         export_project(qmodel, cfg, "Vivado", images())
+    assert "already exists; pass --force" in refused.value.for_cli()  # the CLI's words for the same fix
     assert marker.read_text() == "keep me"
     export_project(qmodel, cfg, "Vivado", images(), force=True)
     assert not marker.exists() and (folder / MANIFEST).is_file()

@@ -138,14 +138,14 @@ def test_missing_pruned_stage_says_make_prune(tmp_path, capsys):
 
 
 def test_unconvertible_layer_in_pruned_stage_exit_2(tmp_path, capsys):
-    from fpgaprune.runs import save_stage
+    from fpgaprune.run import Run
 
     layers = tf.keras.layers
     inp = layers.Input((8, 8, 1), name="x")
     x = layers.Conv2D(2, 3, name="conv")(layers.GaussianNoise(0.1, name="noise")(inp))
     model = tf.keras.Model(inp, layers.Dense(2, name="d")(layers.Flatten(name="f")(x)))
     cfg = parse_config({"name": "u", "runs_dir": str(tmp_path)})
-    save_stage(cfg, "pruned", model, {"stage": "pruned"})
+    Run(cfg).save("pruned", model, {"stage": "pruned"})
     code = main(["quantize", "--config", "configs/mnist_cnn.yaml", "--set", f"runs_dir={tmp_path}", "--set", "name=u"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -100,18 +100,18 @@ def test_report_bad_input(pruned_run, capsys):
 @pytest.mark.slow
 def test_report_with_quantized_stage_csim_and_accounting(pruned_run):
     """After quantize -> export -> C-sim, the page shows agreement and the hardware table."""
-    from fpgaprune import runs
     from fpgaprune.config import load_config
     from fpgaprune.hw import csim, export, quantize
     from fpgaprune.masks import masks_of
+    from fpgaprune.run import Run
 
     config, run_dir = pruned_run
     cfg = load_config(config)
     cfg.quantize.epochs = 0
-    data = runs.load_data(cfg)
-    pruned, _ = runs.load_stage(cfg, "pruned")
+    data = Run(cfg).load_data()
+    pruned, _ = Run(cfg).load("pruned")
     qmodel, summary = quantize.quantize_model(pruned, masks_of(pruned), data, cfg, verbose=0)
-    runs.save_stage(cfg, "quantized", qmodel, summary, force=True)
+    Run(cfg).save("quantized", qmodel, summary, force=True)
     project = export.export_project(qmodel, cfg, "Vivado", data.x_val[:10], force=True)
     csim.run_csim(project, qmodel, data.x_val[:100], data.y_val[:100], workers=2, split="validation")
     assert main(["report", str(run_dir), "--quiet"]) == 0

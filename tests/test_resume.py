@@ -86,7 +86,7 @@ def _pruned_run(runs_dir):
     from fpgaprune.config import Config, ModelConfig
     from fpgaprune.masks import apply_masks, empty_masks, save_masks
     from fpgaprune.models import build_reference_cnn
-    from fpgaprune.runs import save_stage
+    from fpgaprune.run import Run
     from fpgaprune.training.fit import set_seed
 
     cfg = Config(runs_dir=str(runs_dir), model=ModelConfig(conv_filters=[4, 8], fc_units=16))
@@ -94,7 +94,7 @@ def _pruned_run(runs_dir):
     model = build_reference_cnn(cfg.model)
     masks = empty_masks(model)
     masks["conv2"][0, 0] = masks["conv2"][1, 2] = True
-    save_stage(cfg, "pruned", apply_masks(model, masks), {"stage": "pruned"},
+    Run(cfg).save("pruned", apply_masks(model, masks), {"stage": "pruned"},
                extras={"masks.npz": lambda p: save_masks(masks, p)})
 
 

@@ -17,7 +17,7 @@ from fpgaprune.data import load_dataset
 from fpgaprune.errors import BadInput
 from fpgaprune.masks import apply_masks, masked_max_abs
 from fpgaprune.models import build_reference_cnn, save_model
-from fpgaprune.runs import load_stage, save_stage
+from fpgaprune.run import Run
 from fpgaprune.training.fit import compile_model, fit, optimizer_from, set_seed
 from fpgaprune.transfer.features import cache_features, split_at_trainable
 from fpgaprune.transfer.stage import freeze, prepare, select_task, transfer
@@ -46,8 +46,8 @@ def run(tmp_path_factory):
     model = build_reference_cnn(TINY)
     compile_model(model, optimizer_from(cfg.train), masked=False)
     fit(model, data, 3, 32, verbose=0)
-    save_stage(cfg, "baseline", model, {"stage": "baseline"})
-    save_stage(cfg, "pruned", apply_masks(model, {"conv2": MASK}), {"stage": "pruned"})
+    Run(cfg).save("baseline", model, {"stage": "baseline"})
+    Run(cfg).save("pruned", apply_masks(model, {"conv2": MASK}), {"stage": "pruned"})
     config_file = root / "config.yaml"
     config_file.write_text(yaml.safe_dump(config_to_dict(cfg)))
     return cfg, data, config_file
@@ -68,7 +68,7 @@ def same(a, b, atol=0.0):
 @pytest.mark.parametrize("train_last", [1, 2])
 def test_cached_and_uncached_train_the_same_model_frozen_bit_identical(run, train_last):
     cfg, data, _ = run
-    pruned, _ = load_stage(cfg, "pruned")
+    pruned, _ = Run(cfg).load("pruned")
     frozen = ["conv1", "conv2"] + (["fc1"] if train_last == 1 else [])
     trained = ["fc1", "fc2"][-train_last:]
     before = weights(pruned, frozen + trained)
@@ -107,7 +107,7 @@ def test_cached_and_uncached_train_the_same_model_frozen_bit_identical(run, trai
 
 def test_freeze_removes_frozen_layers_from_trainable_variables(run):
     cfg, _, _ = run
-    model, _ = load_stage(cfg, "pruned")
+    model, _ = Run(cfg).load("pruned")
     freeze(model, ["fc2"])
     assert {v.name.split("/")[0] for v in model.trainable_variables} == {"fc2"}
 
@@ -146,7 +146,7 @@ def test_skip_connection_over_the_cut_falls_back():
 
 def test_memmap_cache_is_a_file_with_the_same_features(tmp_path, run):
     cfg, data, _ = run
-    model, _ = load_stage(cfg, "baseline")
+    model, _ = Run(cfg).load("baseline")
     freeze(model, ["fc2"])
     split = split_at_trainable(model)
     in_memory = cache_features(split.frozen, data.x_val)
@@ -157,7 +157,7 @@ def test_memmap_cache_is_a_file_with_the_same_features(tmp_path, run):
 
 def test_identity_and_scale_insertion_leave_predictions_unchanged(run):
     cfg, data, _ = run
-    pruned, _ = load_stage(cfg, "pruned")
+    pruned, _ = Run(cfg).load("pruned")
     x = data.x_val[:64]
     expected = pruned.predict(x, verbose=0)
     plan = prepare(pruned, with_transfer(cfg, insert_identity=True, insert_scale=["conv1", "conv2"]))
@@ -170,7 +170,7 @@ def test_identity_and_scale_insertion_leave_predictions_unchanged(run):
 
 def test_training_only_the_inserted_layer(run):
     cfg, data, _ = run
-    pruned, _ = load_stage(cfg, "pruned")
+    pruned, _ = Run(cfg).load("pruned")
     before = weights(pruned, ["conv1", "conv2", "fc1", "fc2"])
     model, summary = transfer(pruned, data, with_transfer(cfg, insert_identity=True, train_inserted_only=True), verbose=0)
     assert summary["trainable_layers"] == ["fc_identity"] and summary["cached_features"]
@@ -183,7 +183,7 @@ def test_training_only_the_inserted_layer(run):
 
 def test_new_head_for_fewer_classes_reuses_the_rest(run):
     cfg, data, _ = run
-    pruned, _ = load_stage(cfg, "pruned")
+    pruned, _ = Run(cfg).load("pruned")
     changes = with_transfer(cfg, new_classes=3, classes=[7, 8, 9], per_class=50, train_last=2, epochs=15, learning_rate=0.01)
     model, summary = transfer(pruned, data, changes, verbose=0)
     assert model.output_shape == (None, 3) and summary["new_layers"] == ["fc2"]
@@ -194,7 +194,7 @@ def test_new_head_for_fewer_classes_reuses_the_rest(run):
 
 def test_gradual_unfreezing_keeps_masks(run):
     cfg, data, _ = run
-    pruned, _ = load_stage(cfg, "pruned")
+    pruned, _ = Run(cfg).load("pruned")
     model, summary = transfer(pruned, data, with_transfer(cfg, train_last=2, unfreeze=1, unfreeze_epochs=1), verbose=0)
     assert summary["unfreeze"]["layers"] == ["conv2", "fc1", "fc2"]
     assert summary["unfreeze"]["cached_features"] and summary["unfreeze"]["cut"] == "pool1"
@@ -213,7 +213,7 @@ def test_interrupted_transfer_resumes_to_the_same_model(run, tmp_path, monkeypat
     """Ctrl-C right after a checkpoint, in the head stage and in the unfreeze stage; --resume
     then ends with the weights and history of an unbroken run."""
     cfg, data, _ = run
-    pruned, _ = load_stage(cfg, "pruned")
+    pruned, _ = Run(cfg).load("pruned")
     c = with_transfer(cfg, train_last=2, epochs=4, unfreeze=1, unfreeze_epochs=3)
     unbroken, expected = transfer(pruned, data, c, verbose=0)
     real_save = TrainingCheckpoint.save
@@ -255,7 +255,7 @@ def test_cli_transfer_writes_summary(run, capsys):
         assert key in summary
     assert summary["trainable_layers"] == ["fc2"] and summary["cached_features"] is True
     assert summary["start_from"] == "pruned" and len(summary["epoch_seconds"]) == 2
-    loaded, _ = load_stage(cfg, "transfer")
+    loaded, _ = Run(cfg).load("transfer")
     assert masked_max_abs(loaded) == 0.0 and all(layer.trainable for layer in loaded.layers)
     assert "cached features below 'relu_fc1'" in capsys.readouterr().out
     assert main(["transfer", "--config", str(config_file), "--quiet"]) == 2  # exists, no --force

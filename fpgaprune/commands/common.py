@@ -1,14 +1,11 @@
-"""Arguments and config handling shared by every command."""
+"""Arguments, config and flow options shared by every command (no TensorFlow imported here)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import replace
 from pathlib import Path
-
-import yaml
-
-from ..config import Config, load_config, parse_config
-from ..errors import BadInput
 
 DEFAULT_CONFIG = "configs/mnist_cnn.yaml"
 
@@ -25,15 +22,29 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_quiet_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--test-data", metavar="DATASET", help="dataset whose test split gives the accuracy figures, e.g. mnist-t10k:PATH")
+    p.add_argument("--test-data", metavar="DATASET",
+                   help="dataset whose test split gives the accuracy figures, e.g. mnist-t10k:PATH")
     p.add_argument("--force", action="store_true", help="replace this stage's existing output")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--allow-custom-code", action="store_true", help="allow loading models with Lambda layers or custom classes")
+    add_quiet_argument(p)
+    p.add_argument("--allow-custom-code", action="store_true",
+                   help="allow loading models with Lambda layers or custom classes")
+
+
+def add_resume_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch checkpoint")
 
 
 def apply_override(data: dict, assignment: str) -> None:
+    import yaml
+
+    from ..errors import BadInput
+
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise BadInput(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=2")
@@ -51,57 +62,69 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def config_from_args(args) -> Config:
-    """Load --config (or the built-in defaults when the default file is absent), apply --set."""
-    path = Path(args.config)
-    if not path.exists() and args.config == DEFAULT_CONFIG:
-        data: dict = {}
-    else:
-        cfg = load_config(path)  # validates the file alone first, so errors name the file
-        from ..config import config_to_dict
+def config_data(args) -> dict:
+    """--config as a dict (the built-in defaults when the default file is absent), --set applied."""
+    from ..config import config_to_dict, load_config
 
-        data = config_to_dict(cfg)
+    path = Path(args.config)
+    data = {} if (not path.exists() and args.config == DEFAULT_CONFIG) else config_to_dict(load_config(path))
     for assignment in args.overrides:
         apply_override(data, assignment)
+    return data
+
+
+def parse_with_flags(data: dict, args, flag: str | None = None):
+    """The typed config; errors name --set (or the flag) that made the value wrong."""
+    from ..config import parse_config
+    from ..errors import BadInput
+
     try:
         cfg = parse_config(data)
     except BadInput as exc:
-        raise BadInput(f"--set: {exc}") from None if args.overrides else exc
+        where = flag or ("--set" if args.overrides else None)
+        raise BadInput(f"{where}: {exc.raw}" if where else exc.raw) from None
     if getattr(args, "allow_custom_code", False):
-        cfg.model.allow_custom_code = True
+        cfg = replace(cfg, model=replace(cfg.model, allow_custom_code=True))
     return cfg
+
+
+def config_from_args(args):
+    """Load --config, apply --set (validated once, into the typed config)."""
+    return parse_with_flags(config_data(args), args)
 
 
 def verbosity(args) -> int:
     """Keras verbosity: progress bars on a terminal, one line per epoch in logs, none if --quiet."""
-    import sys
-
     if getattr(args, "quiet", False):
         return 0
     return 1 if sys.stdout.isatty() else 2
 
 
-def add_resume_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch checkpoint")
+def say_cli(line: str) -> None:
+    """Print a step's line with the CLI's flag names."""
+    from ..errors import render
+
+    print(render(line, cli=True))
 
 
-def checkpoint_for(cfg: Config, stage: str, args, before: tuple[str, ...] = ()) -> Path:
-    """The stage's checkpoint folder, after checking --resume/--force against what is there.
+def options_from_args(args, **extra):
+    """The flow's options from the common flags."""
+    from ..flow import Options
 
-    `before`: missing stages the command trains first (`prune` trains the baseline if there is
-    none); their checkpoints count as the same interrupted run.
-    """
-    from ..checkpoint import remove_checkpoint
-    from ..runs import checkpoint_dir
+    return Options(
+        force=getattr(args, "force", False),
+        resume=getattr(args, "resume", False),
+        test_data=getattr(args, "test_data", None),
+        verbose=verbosity(args),
+        progress=not getattr(args, "quiet", False),
+        say=say_cli,
+        **extra,
+    )
 
-    folders = [checkpoint_dir(cfg, name) for name in (stage, *before)]
-    resume, force = getattr(args, "resume", False), getattr(args, "force", False)
-    interrupted = any(f.is_dir() and any(f.rglob("state.json")) for f in folders)  # a stage may keep several
-    if interrupted and not (resume or force):
-        raise BadInput(f"{folders[0]} holds an interrupted run; pass --resume to continue it or --force to start over")
-    if resume and not interrupted:
-        raise BadInput(f"{folders[0]}: no interrupted run to resume; run without --resume")
-    if force and not resume:
-        for folder in folders:
-            remove_checkpoint(folder)
-    return folders[0]
+
+def run_steps(args, cfg, steps: list[str] | None = None, **extra) -> int:
+    """Run flow steps with the options the flags give; every command ends here."""
+    from ..flow import run_flow
+
+    run_flow(cfg, steps=steps, options=options_from_args(args, **extra.pop("options", {})), **extra)
+    return 0

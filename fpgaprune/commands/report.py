@@ -5,11 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..config import config_to_dict, parse_config
-from ..errors import BadInput, one_line
-from .common import add_config_arguments, apply_override, config_from_args
+from .common import (
+    add_config_arguments,
+    add_quiet_argument,
+    apply_override,
+    config_from_args,
+    run_steps,
+)
 
-HELP = "write an HTML report of a run: config, analyzer table, plots, accuracy per stage, C-sim, hardware (runs/<name>/report/)"
+HELP = ("write an HTML report of a run: config, analyzer table, plots, accuracy per stage, C-sim, hardware "
+        "(runs/<name>/report/)")
 
 
 def add_arguments(p) -> None:
@@ -23,11 +28,13 @@ def add_arguments(p) -> None:
     add_config_arguments(p)
     p.add_argument("--layer", help="conv layer whose kernels the kernel grid shows (default: the most pruned)")
     p.add_argument("--channel", type=int, help="output channel the kernel grid shows (default: the most pruned)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(p)
 
 
 def resolve_run(args):
     """The config of the run RUN names: the one its stages saved, with --set applied on top."""
+    from ..config import config_to_dict, parse_config
+    from ..errors import BadInput, one_line, run_step
     from ..report.data import saved_config
 
     base = config_from_args(args)
@@ -42,7 +49,7 @@ def resolve_run(args):
     if not run_dir.is_dir():
         known = sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
         hint = f" (runs in {runs_dir}: {', '.join(known)})" if known else ""
-        raise BadInput(f"{run_dir}: no such run{hint}; train one with `fpgaprune train --config ...`")
+        raise BadInput(f"{run_dir}: no such run{hint}; {run_step('baseline')}")
     try:
         saved = saved_config(run_dir)
     except BadInput as exc:  # e.g. a run made by an older fpgaprune whose config keys changed
@@ -59,12 +66,7 @@ def resolve_run(args):
 
 
 def run(args) -> int:
-    from ..report.html import write_report
-
-    cfg = resolve_run(args)
-    if args.channel is not None and args.channel < 0:
-        raise BadInput(f"--channel {args.channel}: must be >= 0")
-    # A bar only on a terminal: CI logs get the one line below.
-    path = write_report(cfg, layer=args.layer, channel=args.channel, progress=not args.quiet and sys.stderr.isatty())
-    print(f"report written to {path}")
-    return 0
+    # A bar only on a terminal: CI logs get the one line the step prints.
+    args.quiet = args.quiet or not sys.stderr.isatty()
+    return run_steps(args, resolve_run(args), ["report"],
+                     options={"report_layer": args.layer, "report_channel": args.channel})

@@ -14,9 +14,19 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..io import read_json
+from ..run import (
+    ACCOUNTING_FILE,
+    CONFIG_FILE,
+    CSIM_SUMMARY,
+    MANIFEST,
+    MASKS_FILE,
+    MODEL_FILE,
+    REPORT_PAGE,
+    SUMMARY_FILE,
+    Run,
+)
 
-REPORT_DIR = "report"
-PAGE = "index.html"
+PAGE = REPORT_PAGE
 # Stages of a run folder, in pipeline order, and what each one is.
 STAGES = {
     "baseline": "trained from scratch",
@@ -42,18 +52,17 @@ NOT_RUN = "not run yet"
 SMALLEST_ROWS = 20
 
 def report_dir(cfg: Config) -> Path:
-    return cfg.run_dir / REPORT_DIR
+    return Run(cfg).report_dir
 
 
 def stage_summary(cfg: Config, stage: str) -> dict | None:
     """A stage's summary.json, or None when the stage has not been run."""
-    path = cfg.run_dir / stage / "summary.json"
-    return read_json(path) if path.is_file() else None
+    return Run(cfg).summary(stage)
 
 
 def stage_model(cfg: Config, stage: str):
     """A stage's saved model, or None when it has none."""
-    from ..models import MODEL_FILE, load_saved_model
+    from ..models import load_saved_model
 
     folder = cfg.run_dir / stage
     return load_saved_model(folder) if (folder / MODEL_FILE).is_file() else None
@@ -62,7 +71,7 @@ def stage_model(cfg: Config, stage: str):
 def saved_config(run_dir: Path) -> Config | None:
     """The config the latest stage of a run was made with (its config.yaml), if any."""
     for stage in reversed([s for s in STAGES if s not in OPTIONAL_STAGES]):
-        path = Path(run_dir) / stage / "config.yaml"
+        path = Path(run_dir) / stage / CONFIG_FILE
         if path.is_file():
             return load_config(path)
     return None
@@ -70,7 +79,7 @@ def saved_config(run_dir: Path) -> Config | None:
 
 def hls_projects(cfg: Config) -> dict[str, Path]:
     """backend -> folder of every HLS project exported for this run (export.output_dir/<name>/)."""
-    root = Path(cfg.export.output_dir) / cfg.name
+    root = Run(cfg).projects_root
     if not root.is_dir():
         return {}
     return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
@@ -78,18 +87,15 @@ def hls_projects(cfg: Config) -> dict[str, Path]:
 
 def csim_summary(project: Path) -> dict | None:
     """The C-simulation summary `csim.run_csim` wrote into the project, or None."""
-    from ..hw.csim import SUMMARY
-
-    return read_json(project / SUMMARY) if (project / SUMMARY).is_file() else None
+    return read_json(project / CSIM_SUMMARY) if (project / CSIM_SUMMARY).is_file() else None
 
 
 def hardware_accounting(project: Path) -> dict | None:
     """The per-layer accounting (`fpgaprune hls` writes it; else read from the weight files)."""
     from ..hw.accounting import as_dict, count_project
-    from ..hw.export import MANIFEST
 
-    if (project / "accounting.json").is_file():
-        return read_json(project / "accounting.json")
+    if (project / ACCOUNTING_FILE).is_file():
+        return read_json(project / ACCOUNTING_FILE)
     return as_dict(count_project(project)) if (project / MANIFEST).is_file() else None
 
 
@@ -100,7 +106,7 @@ def run_masks(cfg: Config, models: dict) -> tuple[dict[str, np.ndarray], str]:
     for stage in ("pruned", "quantized", "transfer"):
         if models.get(stage) is not None and masks_of(models[stage]):
             return masks_of(models[stage]), f"the {stage} model"
-    path = cfg.run_dir / "analysis" / "masks.npz"
+    path = cfg.run_dir / "analysis" / MASKS_FILE
     if path.is_file():
         return load_masks(path), "the analysis proposal (not yet retrained)"
     return {}, "nothing pruned yet"
@@ -139,17 +145,15 @@ def read_run(cfg: Config) -> RunData:
 
 def stale_stages(cfg: Config, projects: dict[str, Path]) -> dict[str, str]:
     """Stages saved before the stage they were made from (re-run since): stage -> that input."""
-    from ..hw.csim import SUMMARY
-
     def saved_at(path: Path) -> float | None:
         return path.stat().st_mtime if path.is_file() else None
 
     inputs = {"analysis": "baseline", "pruned": "baseline", "transfer": cfg.transfer.start_from,
               "quantized": cfg.quantize.start_from}
-    times = {s: saved_at(cfg.run_dir / s / "summary.json") for s in STAGES}
+    times = {s: saved_at(cfg.run_dir / s / SUMMARY_FILE) for s in STAGES}
     out = {s: src for s, src in inputs.items() if times[s] and times.get(src) and times[s] < times[src]}
     for backend, project in projects.items():
-        t = saved_at(project / SUMMARY)
+        t = saved_at(project / CSIM_SUMMARY)
         if t and times["quantized"] and t < times["quantized"]:
             out[f"C-sim ({backend})"] = "quantized"
     return out

@@ -24,7 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import Config, config_to_dict
-from ..errors import BadInput, FpgapruneError
+from ..errors import BadInput, FpgapruneError, option, run_step
 from ..io import atomic_dir
 from . import plots
 from .data import (
@@ -114,18 +114,11 @@ def config_section(run: RunData, figs: Figures) -> str:
 
 
 def stage_accuracy(stage: str, summary: dict) -> tuple[float | None, float | None]:
-    """(validation, test) accuracy of a stage's summary, whatever its key names."""
-    if stage == "analysis":
-        zeroed = summary.get("accuracy_zeroed") or {}
-        return zeroed.get("val_accuracy"), zeroed.get("test_accuracy")
-    if "accuracy_split" in summary:  # transfer: one figure, on the split it names
-        acc = summary.get("accuracy_after")
-        return (acc, None) if str(summary["accuracy_split"]).startswith("val") else (None, acc)
-    for suffix in ("_after", ""):
-        val, test = summary.get(f"val_accuracy{suffix}"), summary.get(f"test_accuracy{suffix}")
-        if val is not None or test is not None:
-            return val, test
-    return None, None
+    """(validation, test) accuracy a stage recorded in its summary's common fields."""
+    from ..results import result_of
+
+    result = result_of(stage, summary)
+    return (result.val_accuracy, result.test_accuracy) if result is not None else (None, None)
 
 
 def _status(run: RunData, stage: str) -> str:
@@ -348,17 +341,17 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
     from ..masks import conv_layers
 
     if not cfg.run_dir.is_dir():
-        raise BadInput(f"{cfg.run_dir}: no such run; train one first with `fpgaprune train --config ...`")
+        raise BadInput(f"{cfg.run_dir}: no such run; {run_step('baseline')}")
     run = read_run(cfg)
     run.grid_layer, run.grid_channel = layer, channel
     base = run.models["baseline"]
     if base is not None and (layer is not None or channel is not None):
         outputs = {c.name: int(c.kernel.shape[-1]) for c in conv_layers(base)}
         if layer is not None and layer not in outputs:
-            raise BadInput(f"--layer {layer!r}: not a conv layer of this run's model ({', '.join(outputs)})")
+            raise BadInput(f"{option('layer')} {layer!r}: not a conv layer of this run's model ({', '.join(outputs)})")
         grid_layer, grid_channel = _grid_choice(run)
         if not 0 <= grid_channel < outputs[grid_layer]:
-            raise BadInput(f"--channel {grid_channel}: {grid_layer} has output channels 0..{outputs[grid_layer] - 1}")
+            raise BadInput(f"{option('channel')} {grid_channel}: {grid_layer} has output channels 0..{outputs[grid_layer] - 1}")
     with atomic_dir(report_dir(cfg), force=True) as folder:
         figs = Figures(folder)
         sections = tqdm(SECTIONS, desc="report", disable=not progress, leave=False)

@@ -1,0 +1,225 @@
+"""The flow's model steps: baseline, analyze, prune, transfer (and the transfer demo).
+
+Each is `step(run, cfg, options) -> StageResult`: it reads its inputs from the run, saves its
+stage folder, and says what it did through `options.say`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import Config
+from ..errors import BadInput, option
+from ..process import reseed
+from ..results import StageResult
+from ..run import KERNELS_CSV, KERNELS_JSON, MASK_SPEC_FILE, MASKS_FILE, PRETRAINED_FILE, Run
+from .options import Options
+
+
+def write_table_csv(table: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["rank"])
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def masks_from_file(path: str, model) -> dict:
+    """Masks from a mask spec (YAML) or an npz of boolean masks, checked against `model`."""
+    from ..masks import check_masks, load_masks
+    from ..spec import read_mask_spec, spec_to_masks
+
+    if Path(path).suffix == ".npz":
+        masks = load_masks(path)
+        try:
+            check_masks(model, masks)
+        except BadInput as exc:
+            raise BadInput(f"masks {path}: {str(exc).removeprefix('mask: ')}") from None
+        return masks
+    return spec_to_masks(read_mask_spec(path), model, f"mask spec {path}")
+
+
+def model_for_checks(run: Run, cfg: Config):
+    """The saved baseline, or the untrained model: enough to check masks before any work."""
+    from ..models import build_model
+
+    return run.load("baseline")[0] if run.has("baseline") else build_model(cfg.model)
+
+
+def spec_masks_of(run: Run, cfg: Config, model=None):
+    if cfg.prune.select != "spec":
+        return None
+    return masks_from_file(cfg.prune.spec, model if model is not None else model_for_checks(run, cfg))
+
+
+def check_baseline(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    run.load_data(options.test_data)
+
+
+def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    """What analyze and prune read: the mask spec, the layer names, the data."""
+    from ..analysis.kernels import check_layers
+
+    model = model_for_checks(run, cfg)
+    spec_masks_of(run, cfg, model)
+    check_layers(model, cfg.prune.layers)
+    data = run.load_data(options.test_data)
+    if cfg.prune.mode == "gradual" and len(data.x_val) == 0:
+        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+
+
+def baseline(run: Run, cfg: Config, options: Options) -> StageResult:
+    """Train the model the config describes (seeded, checkpointed every epoch)."""
+    from ..checkpoint import remove_checkpoint
+    from ..models import build_model
+    from ..training.fit import train_baseline
+
+    data = run.load_data(options.test_data)
+    ckpt = run.checkpoint_dir("baseline")
+    reseed(cfg.seed)  # before building, so the initial weights are seeded too
+    model, summary = train_baseline(build_model(cfg.model), data, cfg, verbose=options.verbose,
+                                    checkpoint_dir=ckpt, resume=options.resume)
+    result = StageResult("baseline", summary["val_accuracy"], summary["test_accuracy"], summary=summary)
+    folder = run.save("baseline", model, result.with_summary(), force=options.force)
+    remove_checkpoint(ckpt)
+    options.say(f"baseline saved to {folder}: {result.accuracy_split} accuracy {result.accuracy:.4f}, "
+                f"{summary['params']} parameters")
+    return replace(result, folder=folder, model=model)
+
+
+def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
+    """Rank every kernel, propose masks, measure their accuracy cost without retraining."""
+    from ..analysis.kernels import analyze as analyze_kernels
+    from ..masks import save_masks
+    from ..report.text import analysis_lines
+    from ..spec import masks_to_spec, write_mask_spec
+
+    model, _ = run.load("baseline")
+    data = run.load_data(options.test_data)
+    found = analyze_kernels(model, data, cfg.prune, spec_masks=spec_masks_of(run, cfg, model),
+                            progress=options.progress)
+    s = found.summary
+    total = s["kernels"]["total"]
+    result = StageResult("analyze", s["accuracy_zeroed"]["val_accuracy"], s["accuracy_zeroed"]["test_accuracy"],
+                         total["pruned"], total["kernels"], summary=s)
+    extras = {
+        KERNELS_CSV: lambda p: write_table_csv(found.table, p),
+        KERNELS_JSON: lambda p: p.write_text(json.dumps(found.table) + "\n"),
+        MASK_SPEC_FILE: lambda p: write_mask_spec(masks_to_spec(found.masks), p),
+        MASKS_FILE: lambda p: save_masks(found.masks, p),
+    }
+    folder = run.save("analysis", None, result.with_summary(), force=options.force, extras=extras)
+    options.say(analysis_lines(found, options.table_rows))
+    options.say(f"analysis saved to {folder} (edit {MASK_SPEC_FILE}, then "
+                f"`fpgaprune prune --spec {folder / MASK_SPEC_FILE}`)")
+    return replace(result, folder=folder)
+
+
+def prune(run: Run, cfg: Config, options: Options) -> StageResult:
+    """Zero the chosen kernels and retrain with them locked at 0.0 (one-shot or gradual)."""
+    from ..analysis.kernels import analyze as analyze_kernels
+    from ..analysis.kernels import ranked_table
+    from ..checkpoint import remove_checkpoint
+    from ..masks import empty_masks, masks_of, save_masks
+    from ..report.text import prune_table
+    from ..spec import masks_to_spec, write_mask_spec
+    from ..training.retrain import prune_gradual, prune_oneshot
+
+    baseline_model, _ = run.load("baseline")
+    data = run.load_data(options.test_data)
+    ckpt = run.checkpoint_dir("pruned")
+    analysis = analyze_kernels(baseline_model, data, cfg.prune, spec_masks=spec_masks_of(run, cfg, baseline_model),
+                               measure=False)
+    if cfg.prune.mode == "oneshot":
+        model, summary = prune_oneshot(baseline_model, analysis.masks, data, cfg, verbose=options.verbose,
+                                       checkpoint_dir=ckpt, resume=options.resume)
+    else:
+        model, summary = prune_gradual(baseline_model, data, cfg, progress=options.progress, checkpoint_dir=ckpt,
+                                       resume=options.resume)
+    masks = {**empty_masks(model), **masks_of(model)}
+    table = ranked_table(analysis.norms, masks)
+    extras = {
+        MASK_SPEC_FILE: lambda p: write_mask_spec(masks_to_spec(masks), p),
+        MASKS_FILE: lambda p: save_masks(masks, p),
+        KERNELS_CSV: lambda p: write_table_csv(table, p),
+    }
+    summary["dataset"] = data.name
+    summary["test_dataset"] = data.test_name if len(data.x_test) else None
+    result = StageResult("prune", summary["val_accuracy_after"], summary["test_accuracy_after"],
+                         summary["kernels_pruned"]["total"], summary["kernels_total"]["total"], summary=summary)
+    folder = run.save("pruned", model, result.with_summary(), force=options.force, extras=extras)
+    remove_checkpoint(ckpt)
+    options.say(prune_table(summary))
+    options.say(f"pruned model saved to {folder}")
+    return replace(result, folder=folder, model=model)
+
+
+def _transfer_result(stage: str, summary: dict, accuracy: float | None, split: str) -> StageResult:
+    val, test = (None, accuracy) if split == "test" else (accuracy, None)
+    pruned = summary.get("pruned_kernels") or {}
+    return StageResult(stage, val, test, sum(pruned.values()) if pruned else None, summary=summary)
+
+
+def transfer_data(run: Run, cfg: Config, options: Options):
+    """The new task's data: transfer.dataset where set, else the run's."""
+    t = cfg.transfer
+    if t.dataset is None:
+        return run.load_data(options.test_data)
+    return Run(replace(cfg, data=replace(cfg.data, dataset=t.dataset))).load_data(options.test_data)
+
+
+def check_transfer(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    if cfg.transfer.start_from not in planned:
+        _transfer_source(run, cfg)
+    transfer_data(run, cfg, options)
+
+
+def _transfer_source(run: Run, cfg: Config):
+    start = cfg.transfer.start_from
+    try:
+        return run.load(start)[0]
+    except BadInput as exc:
+        hint = f" (or start from the baseline: {option('from_baseline')})" if start == "pruned" else ""
+        raise BadInput(f"{exc.raw}{hint}") from None
+
+
+def transfer(run: Run, cfg: Config, options: Options) -> StageResult:
+    """Retrain only the top layers of a saved stage on new data, from cached frozen features."""
+    from ..checkpoint import remove_checkpoint
+    from ..report.text import transfer_line
+    from ..transfer.stage import transfer as transfer_top
+
+    model = _transfer_source(run, cfg)
+    data = transfer_data(run, cfg, options)
+    ckpt = run.checkpoint_dir("transfer")
+    reseed(cfg.seed)
+    model, summary = transfer_top(model, data, cfg, verbose=options.verbose, checkpoint_dir=ckpt,
+                                  resume=options.resume)
+    summary["start_from"] = cfg.transfer.start_from
+    result = _transfer_result("transfer", summary, summary["accuracy_after"], summary["accuracy_split"])
+    folder = run.save("transfer", model, result.with_summary(), force=options.force)
+    remove_checkpoint(ckpt)
+    options.say(transfer_line(folder, summary))
+    return replace(result, folder=folder, model=model)
+
+
+def transfer_demo(run: Run, cfg: Config, options: Options) -> StageResult:
+    """Digits 0-4 -> 5-9 from 100 images per class, against the same network from scratch."""
+    from ..models import save_model
+    from ..report.text import demo_line, transfer_line
+    from ..transfer.stage import run_demo
+
+    if options.resume:
+        raise BadInput("the transfer demo is not checkpointed, so it cannot resume; run it again")
+    data = Run(replace(cfg, data=replace(cfg.data, dataset="mnist-5k"))).load_data(options.test_data)
+    reseed(cfg.seed)
+    model, summary, pretrained = run_demo(cfg, data, verbose=options.verbose)
+    d = summary["demo"]
+    result = _transfer_result("transfer-demo", summary, d["transfer_accuracy"], d["accuracy_split"])
+    extras = {PRETRAINED_FILE: lambda path: save_model(pretrained, path)}
+    folder = run.save("transfer-demo", model, result.with_summary(), force=options.force, extras=extras)
+    options.say(transfer_line(folder, summary))
+    options.say(demo_line(summary))
+    return replace(result, folder=folder, model=model)
