@@ -48,8 +48,9 @@ from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels  # no
 from fpgaprune.io import write_json  # noqa: E402
 from fpgaprune.masks import conv_layers  # noqa: E402
 from fpgaprune.models import build_model  # noqa: E402
-from fpgaprune.runs import load_data  # noqa: E402
-from fpgaprune.training.fit import accuracy, set_seed, train_baseline  # noqa: E402
+from fpgaprune.process import configure_process, reseed  # noqa: E402
+from fpgaprune.run import Run  # noqa: E402
+from fpgaprune.training.fit import accuracy, train_baseline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -151,7 +152,7 @@ def run_point(method: str, baseline, fraction: float, data, cfg, epochs: int, bi
     """Run one method at one target on one seed's baseline; the result record."""
     func, granularity, _ = METHODS[method]
     train_data = replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     start = time.perf_counter()
     model, info = func(baseline, fraction, train_data, cfg, epochs)
     seconds = time.perf_counter() - start
@@ -184,7 +185,7 @@ def train_seed_baseline(cfg, data, baseline_epochs: int | None = None):
     train_data = replace(data, x_test=data.x_test[:0], y_test=data.y_test[:0])
     if baseline_epochs is not None:
         cfg = replace(cfg, train=replace(cfg.train, epochs=baseline_epochs))
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     start = time.perf_counter()
     model, summary = train_baseline(build_model(cfg.model), train_data, cfg, verbose=0)
     return model, {"seed": cfg.seed, "epochs": summary["epochs"], "seconds": time.perf_counter() - start,
@@ -263,6 +264,7 @@ def run_benchmark(cfg, data, seeds, fractions, methods, epochs, baseline_epochs=
 
 
 def main(argv=None) -> int:
+    configure_process()  # an entry point: deterministic kernels for every figure
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 targets: a smoke run of a few minutes")
     ap.add_argument("--config", default=str(ROOT / "configs" / "mnist_cnn.yaml"))
@@ -280,7 +282,7 @@ def main(argv=None) -> int:
     fractions = args.fractions or list(QUICK_FRACTIONS if args.quick else FRACTIONS)
     out = Path(args.out) if args.out else RESULTS / ("compression_quick.json" if args.quick else "compression.json")
     cfg = bench_config(args.config, args.layers)
-    data = load_data(cfg, test=args.test_data)
+    data = Run(cfg).load_data(args.test_data)
     command = "python bench/compression.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"{command}\n{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images; "
           f"seeds {seeds}; targets {fractions}; {args.epochs} extra epochs", flush=True)

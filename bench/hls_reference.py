@@ -39,36 +39,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-images", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    from fpgaprune.commands.quantize import load_source
+    import shutil
+    from dataclasses import replace
+
     from fpgaprune.config import load_config
-    from fpgaprune.hw.accounting import as_dict, check_masked_zeros, count_project, format_table
-    from fpgaprune.hw.csim import compile_copy, predict, run_csim
-    from fpgaprune.hw.export import export_project
-    from fpgaprune.hw.quantize import quantize_model
-    from fpgaprune.runs import load_data
+    from fpgaprune.flow import Options, run_flow
+    from fpgaprune.hw.accounting import count_project, format_table
+    from fpgaprune.hw.csim import compile_copy, predict
+    from fpgaprune.run import Run
 
     cfg = load_config(args.config)
-    if args.runs_dir:
-        cfg.runs_dir = args.runs_dir
-    model, masks = load_source(cfg)
-    data = load_data(cfg, args.test_data)
-    x, y = (data.x_test, data.y_test) if len(data.x_test) else (data.x_val, data.y_val)
-    x, y = x[: args.images], y[: args.images]
-
-    start = time.perf_counter()
-    qmodel, qsummary = quantize_model(model, masks, data, cfg, verbose=0)
-    quantize_seconds = time.perf_counter() - start
+    source = Run(replace(cfg, runs_dir=args.runs_dir) if args.runs_dir else cfg)
+    source.load("pruned")  # a missing pruned stage says how to make it
+    quiet = Options(test_data=args.test_data, verbose=0, csim_images=args.images, say=lambda line: None)
 
     with tempfile.TemporaryDirectory(prefix="fpgaprune-bench-") as tmp:
-        cfg.export.output_dir = tmp
-        x_tb = x[: cfg.export.testbench_images]
-        holder = {}
-
-        def export():
-            holder["folder"] = export_project(qmodel, cfg, "Vivado", x_tb, force=True)
-
-        export_median, export_times = median_seconds(export, args.repeats)
-        folder = holder["folder"]
+        # The flow runs on a copy of the pruned stage: the run's own stages and projects stay as they are.
+        cfg = replace(cfg, runs_dir=f"{tmp}/runs", export=replace(cfg.export, output_dir=f"{tmp}/hls"))
+        run = Run(cfg)
+        shutil.copytree(source.stage_dir("pruned"), run.stage_dir("pruned"))
+        flow = run_flow(cfg, start="quantize", stop="accounting", options=quiet)
+        quantize_seconds = flow.seconds["quantize"]
+        qsummary = flow.results["quantize"].summary
+        export_times = [flow.seconds["export"]]
+        for _ in range(args.repeats - 1):
+            export_times.append(run_flow(cfg, steps=["export"], options=replace(quiet, force=True)).seconds["export"])
+        export_median = statistics.median(export_times)
+        folder = run.project_dir("Vivado")
+        data = run.load_data(args.test_data)
+        x, _, _ = data.eval_split()
+        x = x[: args.images]
         compile_times = []
         for i in range(args.repeats):
             hls_model, seconds, differ = compile_copy(folder, Path(tmp) / f"compile{i}")
@@ -78,11 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         for workers in (1, 2):
             med, _ = median_seconds(lambda w=workers: predict(hls_model, x[:n], w), args.repeats)
             throughput[workers] = n / med
-        summary = run_csim(folder, qmodel, x, y, workers=cfg.export.csim_workers)
-        rows = count_project(folder)
-        leaks = check_masked_zeros(folder, masks)
-        accounting = as_dict(rows)
-        table = format_table(rows)
+        summary = flow.results["csim"].summary["backends"]["Vivado"]
+        accounting = flow.results["accounting"].summary["backends"]["Vivado"]
+        leaks = accounting["masked_nonzero_in_export"]
+        table = format_table(count_project(folder))
 
     split = "test" if len(data.x_test) else "validation"
     command = "$ .venv/bin/python bench/hls_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)

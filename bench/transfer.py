@@ -28,14 +28,14 @@ import tensorflow as tf  # noqa: E402
 
 from fpgaprune.config import load_config  # noqa: E402
 from fpgaprune.models import build_reference_cnn  # noqa: E402
-from fpgaprune.runs import load_data  # noqa: E402
+from fpgaprune.process import configure_process, reseed  # noqa: E402
+from fpgaprune.run import Run  # noqa: E402
 from fpgaprune.training.fit import (  # noqa: E402
     EpochTimer,
     accuracy,
     compile_model,
     fit,
     optimizer_from,
-    set_seed,
 )
 from fpgaprune.transfer.features import layer_macs  # noqa: E402
 from fpgaprune.transfer.heads import rebuild  # noqa: E402
@@ -51,7 +51,7 @@ from fpgaprune.transfer.stage import (  # noqa: E402
 
 def keras_fit_seconds(model, data, head: list[str], batch: int, epochs: int, seed: int) -> float:
     """Median epoch time of plain Keras `fit` with everything below `head` frozen."""
-    set_seed(seed)
+    reseed(seed)
     net = rebuild(model, seed=seed)
     freeze(net, head)
     net.compile(optimizer=tf.keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -62,7 +62,7 @@ def keras_fit_seconds(model, data, head: list[str], batch: int, epochs: int, see
 
 
 def epoch_times(cfg, data, repeats: int, epochs: int) -> list[str]:
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     model = build_reference_cnn(cfg.model)
     compile_model(model, optimizer_from(cfg.train), masked=False)
     fit(model, data, 2, cfg.train.batch_size, verbose=0)
@@ -113,7 +113,7 @@ def demo_accuracy(cfg, data, seeds: list[int], sizes: list[int]) -> list[str]:
     for seed in seeds:
         s_cfg = replace(cfg, seed=seed)
         model_cfg = replace(cfg.model, num_classes=5)
-        set_seed(seed)
+        reseed(seed)
         pretrained = build_reference_cnn(model_cfg)
         compile_model(pretrained, optimizer_from(cfg.train), masked=False)
         fit(pretrained, old, cfg.train.epochs, cfg.train.batch_size, verbose=0)
@@ -125,7 +125,7 @@ def demo_accuracy(cfg, data, seeds: list[int], sizes: list[int]) -> list[str]:
                 _, summary = transfer(pretrained, new, replace(s_cfg, transfer=t), verbose=0)
                 results.setdefault((name, n), []).append(summary["accuracy_after"])
             epochs = max(cfg.train.epochs, cfg.transfer.epochs)
-            set_seed(seed)
+            reseed(seed)
             scratch = build_reference_cnn(model_cfg)
             compile_model(scratch, optimizer_from(cfg.train), masked=False)
             fit(scratch, new, epochs, cfg.train.batch_size, verbose=0)
@@ -151,6 +151,7 @@ def demo_accuracy(cfg, data, seeds: list[int], sizes: list[int]) -> list[str]:
 
 
 def main() -> None:
+    configure_process()  # an entry point: deterministic kernels for every figure
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/mnist_cnn.yaml")
     p.add_argument("--test-data", default=None, help="e.g. mnist-t10k:../shared/data/mnist-t10k")
@@ -165,9 +166,9 @@ def main() -> None:
     start = time.perf_counter()
     lines = []
     if not args.skip_timing:
-        lines += epoch_times(cfg, load_data(cfg), args.repeats, args.epochs) + [""]
+        lines += epoch_times(cfg, Run(cfg).load_data(), args.repeats, args.epochs) + [""]
     if not args.skip_demo:
-        lines += demo_accuracy(cfg, load_data(cfg, args.test_data), args.seeds, args.sizes)
+        lines += demo_accuracy(cfg, Run(cfg).load_data(args.test_data), args.seeds, args.sizes)
     print("\n".join(lines))
     print(f"\n({time.perf_counter() - start:.0f} s)")
 

@@ -27,10 +27,20 @@ def quantize_source(run: Run, cfg: Config):
     return model, (load_masks(masks_file) if masks_file.is_file() else masks_of(model))
 
 
+def model_data(run: Run, cfg: Config, options: Options):
+    """The data the quantized model's task has: the transfer's task when it starts from one."""
+    if cfg.quantize.start_from != "transfer":
+        return run.load_data(options.test_data)
+    from ..transfer.stage import select_task
+    from .training_steps import transfer_data
+
+    return select_task(transfer_data(run, cfg, options), cfg.transfer.classes, cfg.transfer.per_class)
+
+
 def check_quantize(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     if cfg.quantize.start_from not in planned:
         quantize_source(run, cfg)
-    run.load_data(options.test_data)
+    model_data(run, cfg, options)
 
 
 def quantize(run: Run, cfg: Config, options: Options) -> StageResult:
@@ -41,7 +51,7 @@ def quantize(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..report.text import quantized_line
 
     model, masks = quantize_source(run, cfg)
-    data = run.load_data(options.test_data)
+    data = model_data(run, cfg, options)
     ckpt = run.checkpoint_dir("quantized")
     reseed(cfg.seed)
     qmodel, summary = quantize_model(model, masks, data, cfg, verbose=options.verbose, checkpoint_dir=ckpt,
@@ -99,7 +109,7 @@ def export(run: Run, cfg: Config, options: Options) -> StageResult:
             options.say(f"using the existing project {folder} ({option('force')} to export it again)")
     if todo:
         qmodel, _ = run.load("quantized")
-        x, _, _ = run.load_data(options.test_data).eval_split()
+        x, _, _ = model_data(run, cfg, options).eval_split()
         x_tb = x[: cfg.export.testbench_images]
         for backend in todo:
             folder = export_project(qmodel, cfg, backend, x_tb, force=options.force,
@@ -130,7 +140,7 @@ def csim(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..hw.csim import describe, run_csim
 
     qmodel, _ = run.load("quantized")
-    x, y, split = run.load_data(options.test_data).eval_split()
+    x, y, split = model_data(run, cfg, options).eval_split()
     limit = options.csim_images or cfg.export.csim_images
     x, y = x[:limit], y[:limit]
     summaries = {}

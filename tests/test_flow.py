@@ -1,0 +1,130 @@
+"""The flow: named steps run in table order, checked before any work, restartable from a step."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fpgaprune.config import parse_config
+from fpgaprune.errors import BadInput, option, render, run_step
+from fpgaprune.flow import STEPS, Options, run_flow, step_names
+from fpgaprune.run import FLOW_FILE, MASKS_FILE, Run
+
+from .conftest import ROOT, error_lines, run_cli
+
+TINY = {"conv_filters": [4, 8], "fc_units": 16}
+
+
+def tiny_config(tmp_path, **sections):
+    return parse_config({"name": "flow", "runs_dir": str(tmp_path / "runs"), "model": TINY,
+                         "data": {"dataset": "mnist-5k", "limit": 300},
+                         "export": {"output_dir": str(tmp_path / "hls"), "csim_images": 50, "testbench_images": 2},
+                         **sections})
+
+
+def test_step_table_is_in_pipeline_order():
+    assert list(STEPS)[:3] == ["baseline", "analyze", "prune"]
+    assert list(STEPS).index("quantize") < list(STEPS).index("export") < list(STEPS).index("csim")
+    assert step_names("quantize", "csim") == ["quantize", "export", "csim"]
+    assert step_names("quantize") == ["quantize", "export", "csim", "accounting", "report"]
+    # Optional steps run only when named, in table order whatever order they are named in.
+    assert "transfer" not in step_names() and "synth" not in step_names()
+    assert step_names(steps=["report", "transfer", "prune"]) == ["prune", "transfer", "report"]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"start": "quantise"}, "no step named 'quantise'"),
+    ({"start": "csim", "stop": "export"}, "comes after"),
+])
+def test_bad_step_names(kwargs, fragment):
+    with pytest.raises(BadInput, match=fragment):
+        step_names(**kwargs)
+
+
+def test_every_input_is_checked_before_any_step_runs(tmp_path):
+    """The quantize step's missing input stops the flow before the baseline trains."""
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(BadInput, match="no saved pruned model"):
+        run_flow(cfg, steps=["baseline", "quantize"])
+    assert not Run(cfg).root.exists()
+
+
+def test_fixes_are_named_in_library_words_and_in_cli_words():
+    message = f"x already exists; {option('force')} to replace it; {run_step('prune')}"
+    assert render(message, cli=False) == "x already exists; set force=True to replace it; run the 'prune' step first"
+    assert render(message, cli=True) == "x already exists; pass --force to replace it; run `make prune` first"
+    assert str(BadInput(message)) == render(message, cli=False)
+    assert BadInput(message).for_cli() == render(message, cli=True)
+
+
+def test_force_checks_inputs_before_removing_an_interrupted_runs_checkpoints(tmp_path):
+    cfg = tiny_config(tmp_path)
+    ckpt = Run(cfg).checkpoint_dir("baseline")
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text("{}")
+    proc = run_cli("train", "--config", "configs/mnist_cnn.yaml", "--set", f"runs_dir={tmp_path / 'runs'}",
+                   "--set", "name=flow", "--set", "data.dataset=npz:/no/such.npz", "--force")
+    assert proc.returncode == 2 and "no such file" in error_lines(proc)[0]
+    assert (ckpt / "state.json").is_file()
+
+
+def test_help_and_version_import_no_tensorflow():
+    code = (
+        "import sys\n"
+        "from fpgaprune.cli import COMMANDS, main\n"
+        "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in COMMANDS]):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0, argv\n"
+        "print('tensorflow' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False False"
+    version = subprocess.run([sys.executable, "-m", "fpgaprune.cli", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("fpgaprune ") and version.returncode == 0
+
+
+@pytest.mark.slow
+def test_flow_from_quantize_to_csim_over_an_existing_pruned_stage(tmp_path):
+    """start="quantize", stop="csim": the pruned stage is read, not made again; each step is timed."""
+    import tensorflow as tf
+
+    from fpgaprune.config import ModelConfig
+    from fpgaprune.masks import apply_masks, save_masks
+    from fpgaprune.models import build_reference_cnn
+
+    cfg = tiny_config(tmp_path, quantize={"epochs": 0})
+    run = Run(cfg)
+    tf.keras.utils.set_random_seed(0)
+    masks = {"conv2": np.random.RandomState(0).rand(4, 8) < 0.5}
+    model = apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks)
+    run.save("pruned", model, {"stage": "pruned"}, extras={MASKS_FILE: lambda p: save_masks(masks, p)})
+    pruned_before = (run.stage_dir("pruned") / "model.h5").stat().st_mtime_ns
+    lines = []
+    flow = run_flow(cfg, start="quantize", stop="csim", options=Options(verbose=0, say=lines.append))
+
+    assert list(flow.results) == ["quantize", "export", "csim"] and set(flow.seconds) == set(flow.results)
+    assert not run.has("baseline") and (run.stage_dir("pruned") / "model.h5").stat().st_mtime_ns == pruned_before
+    assert flow.results["csim"].summary["bit_exact"]
+    assert flow.results["quantize"].kernels_pruned == int(masks["conv2"].sum())
+    record = json.loads((run.root / FLOW_FILE).read_text())
+    assert [s["step"] for s in record["steps"]] == ["quantize", "export", "csim"]
+    saved = json.loads((run.stage_dir("quantized") / "summary.json").read_text())
+    assert saved["result"]["val_accuracy"] == flow.results["quantize"].val_accuracy
+    assert any("bit-exact" in line for line in lines)
+
+    # Restart from a named step: only accounting runs, over what the flow saved.
+    again = run_flow(cfg, steps=["accounting"], options=Options(say=lines.append))
+    assert list(again.results) == ["accounting"]
+    assert again.results["accounting"].summary["backends"]["Vivado"]["masked_nonzero_in_export"] == {"conv2": 0}
+    # Steps that would overwrite refuse without force; with reuse they keep what is there.
+    with pytest.raises(BadInput, match="already exists"):
+        run_flow(cfg, start="quantize", stop="quantize")
+    kept = run_flow(cfg, steps=["quantize"], options=Options(reuse=True, say=lines.append))
+    assert kept.results["quantize"].reused
