@@ -90,21 +90,32 @@ def main(argv: list[str] | None = None) -> int:
           f"{qsummary[f'{split}_accuracy']:.4f} (QKeras, {qsummary['finetune_epochs']} QAT epochs, "
           f"{quantize_seconds:.0f} s); max |quantized masked weight| {qsummary['masked_max_abs_quantized']:g}\n")
     print("| figure | value |\n|---|---|")
-    print(f"| export (hls4ml convert + write), median of {args.repeats} | {export_median:.1f} s ({', '.join(f'{t:.1f}' for t in export_times)}) |")
-    print(f"| g++ compile (hls4ml compile), median of {args.repeats} | {statistics.median(compile_times):.1f} s ({', '.join(f'{t:.1f}' for t in compile_times)}) |")
+
+    def row(figure: str, value: str) -> None:
+        print(f"| {figure} | {value} |")
+
+    def listed(times: list[float]) -> str:
+        return ", ".join(f"{t:.1f}" for t in times)
+
+    row(f"export (hls4ml convert + write), median of {args.repeats}", f"{export_median:.1f} s ({listed(export_times)})")
+    row(f"g++ compile (hls4ml compile), median of {args.repeats}",
+        f"{statistics.median(compile_times):.1f} s ({listed(compile_times)})")
     for workers, rate in throughput.items():
-        print(f"| C-sim throughput, {workers} process(es), {n} images, median of {args.repeats} | {rate:.1f} images/s |")
-    print(f"| C-sim of all {summary['images']} {split} images ({summary['workers']} processes) | {summary['predict_seconds']:.0f} s, {summary['images_per_second']:.1f} images/s |")
-    print(f"| argmax agreement C-sim vs QKeras | {summary['argmax_agreement']:.2%} ({summary['argmax_disagreements']} disagreements) |")
-    print(f"| bit-exact images | {summary['bit_exact_images']} / {summary['images']} (max diff {summary['max_diff_lsb']:g} LSB) |")
-    print(f"| accuracy C-sim / QKeras | {summary['accuracy_csim']:.4f} / {summary['accuracy_qkeras']:.4f} |")
-    print(f"| simulated sources identical to the export | {summary['sources_identical_to_export']} |")
-    print(f"| non-zero exported weights in masked kernels | {sum(leaks.values())} |")
-    for row in accounting["layers"]:
-        if row["masked_weights"]:
-            print(f"| {row['name']}: pruned fraction / non-zero multiplications cut | "
-                  f"{row['masked_weights'] / row['weights']:.1%} / {1 - row['nonzero'] / row['weights']:.1%} |")
-    print(f"| all conv layers: non-zero multiplications per image cut | {accounting['conv_nonzero_mults_cut']:.1%} |")
+        row(f"C-sim throughput, {workers} process(es), {n} images, median of {args.repeats}", f"{rate:.1f} images/s")
+    row(f"C-sim of all {summary['images']} {split} images ({summary['workers']} processes)",
+        f"{summary['predict_seconds']:.0f} s, {summary['images_per_second']:.1f} images/s")
+    row("argmax agreement C-sim vs QKeras",
+        f"{summary['argmax_agreement']:.2%} ({summary['argmax_disagreements']} disagreements)")
+    row("bit-exact images",
+        f"{summary['bit_exact_images']} / {summary['images']} (max diff {summary['max_diff_lsb']:g} LSB)")
+    row("accuracy C-sim / QKeras", f"{summary['accuracy_csim']:.4f} / {summary['accuracy_qkeras']:.4f}")
+    row("simulated sources identical to the export", str(summary["sources_identical_to_export"]))
+    row("non-zero exported weights in masked kernels", str(sum(leaks.values())))
+    for layer in accounting["layers"]:
+        if layer["masked_weights"]:
+            row(f"{layer['name']}: pruned fraction / non-zero multiplications cut",
+                f"{layer['masked_weights'] / layer['weights']:.1%} / {1 - layer['nonzero'] / layer['weights']:.1%}")
+    row("all conv layers: non-zero multiplications per image cut", f"{accounting['conv_nonzero_mults_cut']:.1%}")
     print(f"\n```\n{table}\n```")
     return 0
 

@@ -12,7 +12,8 @@ HELP = (
 
 def add_arguments(p) -> None:
     add_run_arguments(p)
-    p.add_argument("--images", type=int, metavar="N", help="simulate only the first N images (default: export.csim_images)")
+    p.add_argument("--images", type=int, metavar="N",
+                   help="simulate only the first N images (default: export.csim_images)")
 
 
 def run(args) -> int:

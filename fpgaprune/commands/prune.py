@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
     add_run_arguments(p)
     add_resume_argument(p)
     add_selection_arguments(p)
-    p.add_argument("--mode", choices=("oneshot", "gradual"), help="default: prune.mode, or oneshot with a selection flag")
+    p.add_argument("--mode", choices=("oneshot", "gradual"),
+                   help="default: prune.mode, or oneshot with a selection flag")
     p.add_argument("--epochs", type=int, metavar="N", help="retraining epochs (per round in gradual mode)")
 
 

@@ -14,7 +14,8 @@ SELECT_FLAGS = {
 
 
 def add_selection_arguments(p) -> None:
-    p.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to prune (default: prune.layers, else all)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="conv layers to prune (default: prune.layers, else all)")
     p.add_argument("--norm", choices=("l1", "l2", "max"), help="kernel magnitude (default: prune.norm)")
     p.add_argument("--normalize", action="store_true", default=None, help="divide magnitudes by each layer's mean")
     group = p.add_mutually_exclusive_group()

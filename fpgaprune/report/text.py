@@ -47,7 +47,8 @@ def prune_table(s: dict) -> str:
     tk, tp = s["kernels_total"]["total"], s["kernels_pruned"]["total"]
     mb, ma = s["macs_before"]["total"], s["macs_after"]["total"]
     lines.append("-" * len(head))
-    lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}  ({100 * (1 - ma / mb):.1f}% fewer MACs)")
+    fewer = f"({100 * (1 - ma / mb):.1f}% fewer MACs)"
+    lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}  {fewer}")
     for split in ("test", "val"):
         before, after = s[f"{split}_accuracy_baseline"], s[f"{split}_accuracy_after"]
         if before is not None:
