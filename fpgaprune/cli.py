@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import FpgapruneError
+    from .errors import FpgapruneError, storage_fault
     from .process import quiet_tensorflow
 
     args = build_parser().parse_args(argv)
@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except FpgapruneError as exc:
         print(f"fpgaprune: error: {exc.for_cli()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk or read-only folder met outside the flow's own guard
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        print(f"fpgaprune: error: {fault.for_cli()}", file=sys.stderr)
+        return fault.exit_code
     except KeyboardInterrupt:
         print("fpgaprune: interrupted; completed stages and checkpoints are kept", file=sys.stderr)
         return 130

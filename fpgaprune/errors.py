@@ -13,6 +13,7 @@ CLI shows the same message with its flags ("pass --force"). A message names a fi
 
 from __future__ import annotations
 
+import errno
 import re
 
 # Options a message can point to: (library wording, CLI wording).
@@ -95,3 +96,29 @@ class WorkFailed(FpgapruneError):
 def one_line(message: object) -> str:
     """Collapse a message to one line, so every error reads as a single line in a terminal."""
     return " ".join(str(message).split())
+
+
+# What the OS (or TF / h5py, which wrap it in their own errors) says, -> (kind, advice).
+_STORAGE_FAULTS = (
+    ((errno.ENOSPC, errno.EDQUOT), "No space left on device", "no space left on the device; free some and run again"),
+    ((errno.EROFS,), "Read-only file system", "read-only file system; choose a writable runs_dir / export.output_dir"),
+    ((errno.EACCES, errno.EPERM), "Permission denied", "permission denied; choose a folder you can write"),
+    ((errno.ENAMETOOLONG,), "File name too long", "file name too long; choose a shorter run name"),
+)
+
+
+def storage_fault(exc: BaseException) -> FpgapruneError | None:
+    """One-line error for a full disk, read-only or forbidden folder, or too long a name; else None.
+
+    A full disk is a failure during the work (exit 1); a folder that cannot be written or a name
+    too long for the file system is the user's input (exit 2).
+    """
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    for codes, words, advice in _STORAGE_FAULTS:
+        if code in codes or words in text:
+            where = getattr(exc, "filename", None)
+            where = f"{where}: " if where else ""
+            kind = WorkFailed if codes[0] == errno.ENOSPC else BadInput
+            return kind(f"{where}{advice}")
+    return None

@@ -39,7 +39,9 @@ def model_data(run: Run, cfg: Config, options: Options):
 
 def check_quantize(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     if cfg.quantize.start_from not in planned:
-        quantize_source(run, cfg)
+        from .training_steps import refuse_nested
+
+        refuse_nested(quantize_source(run, cfg)[0])
     model_data(run, cfg, options)
 
 
@@ -57,6 +59,9 @@ def quantize(run: Run, cfg: Config, options: Options) -> StageResult:
     qmodel, summary = quantize_model(model, masks, data, cfg, verbose=options.verbose, checkpoint_dir=ckpt,
                                      resume=options.resume)
     summary["source"] = str(run.stage_dir(cfg.quantize.start_from))
+    if summary["masked_max_abs_quantized"] != 0.0:
+        raise WorkFailed(f"quantize: pruned weights are not 0.0 after quantization "
+                         f"(largest |w| {summary['masked_max_abs_quantized']})")
     pruned = sum(summary["masked_kernels"].values())
     result = StageResult("quantize", summary["val_accuracy"], summary["test_accuracy"], pruned, summary=summary)
     folder = run.save("quantized", qmodel, result.with_summary(), force=options.force,

@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..checkpoint import remove_checkpoint
 from ..config import Config
 from ..errors import BadInput, option
+from ..locks import hold, sweep_dead_scratch, sweep_projects, sweep_run
 from ..process import configure_process
 from ..results import StageResult
 from ..run import Run, refuse_existing
+from .guards import check_name, guard_resume, settle_checkpoints, storage_faults
 from .options import Options
 from .steps import STEPS
 
@@ -68,21 +69,6 @@ def reused(run: Run, name: str, options: Options) -> bool:
     return False
 
 
-def settle_checkpoints(run: Run, names: list[str], options: Options) -> None:
-    """Resume or start over the interrupted training of these steps, as `options` say."""
-    stages = [STEPS[n].produces for n in names if STEPS[n].trains]
-    interrupted = [s for s in stages if run.interrupted(s)]
-    first = run.checkpoint_dir(stages[0]) if stages else run.root
-    if interrupted and not (options.resume or options.force):
-        raise BadInput(f"{run.checkpoint_dir(interrupted[0])} holds an interrupted run; {option('resume')} "
-                       f"to continue it or {option('force')} to start over")
-    if options.resume and not interrupted:
-        raise BadInput(f"{first}: no interrupted run to resume; {option('no_resume')}")
-    if options.force and not options.resume:
-        for stage in stages:
-            remove_checkpoint(run.checkpoint_dir(stage))
-
-
 def run_flow(
     cfg: Config,
     start: str | None = None,
@@ -95,14 +81,28 @@ def run_flow(
     options = options or Options()
     configure_process()
     run = Run(cfg)
-    names = plan(run, step_names(start, stop, steps), options)
-    keep = {n for n in names if reused(run, n, options)}
-    for i, name in enumerate(names):
-        # What the steps before this one will have made: a stage folder, or the step's own name.
-        earlier = {STEPS[n].produces or n for n in names[:i]}
-        if STEPS[name].check is not None and name not in keep:
-            STEPS[name].check(run, cfg, options, earlier)
-    settle_checkpoints(run, [n for n in names if n not in keep], options)
+    check_name(cfg)
+    with storage_faults():
+        names = plan(run, step_names(start, stop, steps), options)
+        keep = {n for n in names if reused(run, n, options)}
+        for i, name in enumerate(names):
+            # What the steps before this one will have made: a stage folder, or the step's own name.
+            earlier = {STEPS[n].produces or n for n in names[:i]}
+            if STEPS[name].check is not None and name not in keep:
+                STEPS[name].check(run, cfg, options, earlier)
+    hardware = any(n in HARDWARE_STEPS for n in names)
+    folders = [run.root, *([run.projects_root] if hardware else [])] if names != ["report"] else []
+    with storage_faults(run, hardware), hold(*folders):
+        if folders:
+            sweep_run(run.root)
+            sweep_projects(run.projects_root)
+            sweep_dead_scratch()
+        todo = [n for n in names if n not in keep]
+        settle_checkpoints(run, todo, options)
+        return _run_steps(run, cfg, names, keep, options)
+
+
+def _run_steps(run: Run, cfg: Config, names: list[str], keep: set[str], options: Options) -> FlowResult:
     flow = FlowResult()
     record = {"started": _now(), "steps": []}
     for name in names:
@@ -110,6 +110,8 @@ def run_flow(
         if name in keep:
             flow.results[name] = _reuse(run, name, options)
         else:
+            if STEPS[name].trains:
+                guard_resume(run, cfg, STEPS[name].produces, options)
             flow.results[name] = STEPS[name].run(run, cfg, options)
         flow.seconds[name] = time.perf_counter() - began
         record["steps"].append({"step": name, "seconds": round(flow.seconds[name], 3), "reused": name in keep})
@@ -117,6 +119,8 @@ def run_flow(
     return flow
 
 
+# Steps that write HLS projects (locked and swept like the run folder).
+HARDWARE_STEPS = ("export", "csim", "accounting", "synth")
 def _reuse(run: Run, name: str, options: Options) -> StageResult:
     from ..results import result_of
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import Config
-from ..errors import BadInput, option
+from ..errors import BadInput, WorkFailed, option
 from ..process import reseed
 from ..results import StageResult
 from ..run import KERNELS_CSV, KERNELS_JSON, MASK_SPEC_FILE, MASKS_FILE, PRETRAINED_FILE, Run
@@ -58,11 +58,35 @@ def check_baseline(run: Run, cfg: Config, options: Options, planned: set[str]) -
     run.load_data(options.test_data)
 
 
+def refuse_nested(model) -> None:
+    """One flat graph is what masks, quantization and hls4ml take; a sub-model is refused, not skipped."""
+    import tensorflow as tf
+
+    nested = [layer for layer in model.layers if isinstance(layer, tf.keras.Model)]
+    if nested:
+        raise BadInput(
+            f"model {model.name}: layer {nested[0].name!r} is a nested {type(nested[0]).__name__} model; "
+            "its layers would not be pruned, so build the model as one graph (its layers inline)"
+        )
+
+
+def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, floor: float | None) -> list[str]:
+    """Plain words for a prune that killed a layer or pruned nothing."""
+    out = [f"warning: {name}: all {n} kernels pruned; the layer passes on only its biases"
+           for name, n in total.items() if name != "total" and n and pruned.get(name) == n]
+    if not pruned.get("total"):
+        why = (f": the first round already fell below the validation budget ({floor:.4f}); raise "
+               "prune.max_accuracy_drop or lower prune.step" if mode == "gradual" and floor is not None else "")
+        out.append(f"warning: no kernel was pruned{why}")
+    return out
+
+
 def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     """What analyze and prune read: the mask spec, the layer names, the data."""
     from ..analysis.kernels import check_layers
 
     model = model_for_checks(run, cfg)
+    refuse_nested(model)
     spec_masks_of(run, cfg, model)
     check_layers(model, cfg.prune.layers)
     data = run.load_data(options.test_data)
@@ -102,6 +126,8 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
                             progress=options.progress)
     s = found.summary
     total = s["kernels"]["total"]
+    s["warnings"] = pruning_warnings({k: v["kernels"] for k, v in s["kernels"].items()},
+                                     {k: v["pruned"] for k, v in s["kernels"].items()}, "oneshot", None)
     result = StageResult("analyze", s["accuracy_zeroed"]["val_accuracy"], s["accuracy_zeroed"]["test_accuracy"],
                          total["pruned"], total["kernels"], summary=s)
     extras = {
@@ -112,6 +138,8 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
     }
     folder = run.save("analysis", None, result.with_summary(), force=options.force, extras=extras)
     options.say(analysis_lines(found, options.table_rows))
+    for line in s["warnings"]:
+        options.say(line)
     options.say(f"analysis saved to {folder} (edit {MASK_SPEC_FILE}, then "
                 f"`fpgaprune prune --spec {folder / MASK_SPEC_FILE}`)")
     return replace(result, folder=folder)
@@ -145,13 +173,19 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
         MASKS_FILE: lambda p: save_masks(masks, p),
         KERNELS_CSV: lambda p: write_table_csv(table, p),
     }
+    if summary["masked_max_abs"] != 0.0:
+        raise WorkFailed(f"prune: pruned weights are not 0.0 after retraining (largest |w| {summary['masked_max_abs']})")
     summary["dataset"] = data.name
     summary["test_dataset"] = data.test_name if len(data.x_test) else None
+    summary["warnings"] = pruning_warnings(summary["kernels_total"], summary["kernels_pruned"], summary["mode"],
+                                           summary.get("val_accuracy_floor"))
     result = StageResult("prune", summary["val_accuracy_after"], summary["test_accuracy_after"],
                          summary["kernels_pruned"]["total"], summary["kernels_total"]["total"], summary=summary)
     folder = run.save("pruned", model, result.with_summary(), force=options.force, extras=extras)
     remove_checkpoint(ckpt)
     options.say(prune_table(summary))
+    for line in summary["warnings"]:
+        options.say(line)
     options.say(f"pruned model saved to {folder}")
     return replace(result, folder=folder, model=model)
 
@@ -172,7 +206,7 @@ def transfer_data(run: Run, cfg: Config, options: Options):
 
 def check_transfer(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     if cfg.transfer.start_from not in planned:
-        _transfer_source(run, cfg)
+        refuse_nested(_transfer_source(run, cfg))
     transfer_data(run, cfg, options)
 
 
@@ -198,6 +232,8 @@ def transfer(run: Run, cfg: Config, options: Options) -> StageResult:
     model, summary = transfer_top(model, data, cfg, verbose=options.verbose, checkpoint_dir=ckpt,
                                   resume=options.resume)
     summary["start_from"] = cfg.transfer.start_from
+    if summary["masked_max_abs"] != 0.0:
+        raise WorkFailed(f"transfer: pruned weights are not 0.0 after training (largest |w| {summary['masked_max_abs']})")
     result = _transfer_result("transfer", summary, summary["accuracy_after"], summary["accuracy_split"])
     folder = run.save("transfer", model, result.with_summary(), force=options.force)
     remove_checkpoint(ckpt)
