@@ -55,6 +55,10 @@ def spec_masks_of(run: Run, cfg: Config, model=None):
 
 
 def check_baseline(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    """The model the config names can be built (a user's file loads), and the data loads."""
+    from ..models import build_model
+
+    refuse_nested(build_model(cfg.model))
     run.load_data(options.test_data)
 
 
