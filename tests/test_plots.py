@@ -34,11 +34,12 @@ def assert_png(path: Path, min_bytes: int = 5000) -> np.ndarray:
 def reference_run(small_data):
     """The reference CNN after a tiny run: baseline, gradual pruning (2 rounds), quantized copy."""
     from fpgaprune.models import build_model
-    from fpgaprune.training.fit import set_seed, train_baseline
+    from fpgaprune.process import reseed
+    from fpgaprune.training.fit import train_baseline
     from fpgaprune.training.retrain import prune_gradual
 
     cfg = parse_config({"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}})
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     baseline, _ = train_baseline(build_model(cfg.model), small_data, cfg, verbose=0)
     pruned, summary = prune_gradual(baseline, small_data, cfg, progress=False)
     masks = masks_of(pruned)

@@ -86,11 +86,11 @@ def _pruned_run(runs_dir):
     from fpgaprune.config import Config, ModelConfig
     from fpgaprune.masks import apply_masks, empty_masks, save_masks
     from fpgaprune.models import build_reference_cnn
+    from fpgaprune.process import reseed
     from fpgaprune.runs import save_stage
-    from fpgaprune.training.fit import set_seed
 
     cfg = Config(runs_dir=str(runs_dir), model=ModelConfig(conv_filters=[4, 8], fc_units=16))
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(cfg.model)
     masks = empty_masks(model)
     masks["conv2"][0, 0] = masks["conv2"][1, 2] = True

@@ -13,8 +13,9 @@ from fpgaprune.cli import main
 from fpgaprune.config import Config, PruneConfig
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
 from fpgaprune.models import build_reference_cnn, load_model_file, load_saved_model
+from fpgaprune.process import reseed
 from fpgaprune.training import retrain
-from fpgaprune.training.fit import compile_model, make_optimizer, set_seed
+from fpgaprune.training.fit import compile_model, make_optimizer
 from fpgaprune.training.retrain import (
     fraction_schedule,
     masked_retrain,
@@ -35,7 +36,7 @@ def config(**prune) -> Config:
 @pytest.fixture(scope="module")
 def trained(small_data):
     """The reference CNN after 3 quick epochs on 600 images."""
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(Config().model)
     compile_model(model, make_optimizer("adam", 0.003), masked=False)
     model.fit(small_data.x_train, small_data.y_train, epochs=3, batch_size=32, verbose=0)

@@ -17,8 +17,9 @@ from fpgaprune.data import load_dataset
 from fpgaprune.errors import BadInput
 from fpgaprune.masks import apply_masks, masked_max_abs
 from fpgaprune.models import build_reference_cnn, save_model
+from fpgaprune.process import reseed
 from fpgaprune.runs import load_stage, save_stage
-from fpgaprune.training.fit import compile_model, fit, optimizer_from, set_seed
+from fpgaprune.training.fit import compile_model, fit, optimizer_from
 from fpgaprune.transfer.features import cache_features, split_at_trainable
 from fpgaprune.transfer.stage import freeze, prepare, select_task, transfer
 
@@ -42,7 +43,7 @@ def run(tmp_path_factory):
     )
     cfg.data.limit = 600
     data = load_dataset("mnist-5k", limit=600, seed=cfg.seed)
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(TINY)
     compile_model(model, optimizer_from(cfg.train), masked=False)
     fit(model, data, 3, 32, verbose=0)

@@ -112,11 +112,13 @@ def load_or_train_baseline(cfg: Config, data, verbose: int, resume: bool = False
         return load_stage(cfg, "baseline")
     from ..checkpoint import remove_checkpoint
     from ..models import build_model
+    from ..process import configure_process, reseed
     from ..runs import checkpoint_dir
-    from ..training.fit import set_seed, train_baseline
+    from ..training.fit import train_baseline
 
     ckpt = checkpoint_dir(cfg, "baseline")
-    set_seed(cfg.seed)  # before building, so the initial weights are seeded too
+    configure_process()
+    reseed(cfg.seed)  # before building, so the initial weights are seeded too
     model, summary = train_baseline(
         build_model(cfg.model), data, cfg, verbose=verbose, checkpoint_dir=ckpt, resume=resume
     )

@@ -23,14 +23,16 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..checkpoint import remove_checkpoint
-    from ..training.fit import set_seed, train_baseline
+    from ..process import configure_process, reseed
+    from ..training.fit import train_baseline
 
     cfg = config_from_args(args)
     if has_stage(cfg, "baseline") and not args.force:
         raise BadInput(f"{stage_dir(cfg, 'baseline')} already exists; pass --force to retrain it")
     ckpt_dir = checkpoint_for(cfg, "baseline", args)
     data = load_data(cfg, args.test_data)
-    set_seed(cfg.seed)
+    configure_process()
+    reseed(cfg.seed)
     model = build_model(cfg.model)
     model, summary = train_baseline(
         model, data, cfg, verbose=verbosity(args), checkpoint_dir=ckpt_dir, resume=args.resume

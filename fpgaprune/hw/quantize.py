@@ -15,8 +15,6 @@ on the quantized weights themselves.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import tensorflow as tf
 
@@ -24,12 +22,6 @@ from ..config import Config, QuantizeConfig
 from ..data import Dataset
 from ..errors import BadInput, WorkFailed
 from ..masks import ChannelMask, apply_masks, conv_layers, masked_max_abs
-
-# QKeras layers serialize their quantizers through keras.constraints.serialize, which warns
-# on every save and clone although the result loads back correctly.
-warnings.filterwarnings("ignore", message=r"The `keras\.constraints\.serialize\(\)` API", category=UserWarning)
-# Rebuilding layers from their configs re-uses initializer configs; the weights are copied anyway.
-warnings.filterwarnings("ignore", message=r"The initializer \w+ is unseeded", category=UserWarning)
 
 # Layers passed through unchanged: they only move, pick or pad values (bit-exact in hls4ml).
 PASS_THROUGH = {
@@ -235,9 +227,10 @@ def quantize_model(
 
     With `checkpoint_dir` the fine-tuning saves every epoch and `resume` continues from there.
     """
-    from ..training.fit import compile_model, evaluate, fit, optimizer_from, set_seed
+    from ..process import reseed
+    from ..training.fit import compile_model, evaluate, fit, optimizer_from
 
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     q = cfg.quantize
     qmodel = build_quantized_model(model, q, masks)
     float_scores = evaluate(model, data)

@@ -20,17 +20,6 @@ from ..errors import BadInput
 from ..masks import masked_optimizer
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TF, and ask TF for deterministic kernels.
-
-    Dropout then draws from a `tf.random.Generator` (for layers built after this call), whose
-    state a checkpoint can save, so a resumed run draws the same masks as an unbroken one.
-    """
-    tf.keras.backend.experimental.enable_tf_random_generator()
-    tf.keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0, nesterov: bool = False):
     """A Keras optimizer by name: sgd (momentum, nesterov), rmsprop (momentum) or adam."""
     if name == "sgd":
@@ -188,7 +177,7 @@ def train_baseline(
 ):
     """Train `model` from the config's train section; return it with its summary dict.
 
-    Call `set_seed(cfg.seed)` before building `model`, so its initial weights are seeded too.
+    Call `process.reseed(cfg.seed)` before building `model`, so its initial weights are seeded too.
     """
     t = cfg.train
     compile_model(model, optimizer_from(t), masked=False)

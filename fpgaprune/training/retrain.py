@@ -30,7 +30,8 @@ from ..config import Config, PruneConfig, config_to_dict
 from ..data import Dataset
 from ..errors import BadInput
 from ..masks import apply_masks, masked_max_abs, masks_of
-from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, set_seed
+from ..process import reseed
+from .fit import FitResult, compile_model, evaluate, fit, optimizer_from
 
 
 def fraction_schedule(p: PruneConfig) -> list[float]:
@@ -90,7 +91,7 @@ def prune_oneshot(
     """Zero the `masks` kernels of a copy of `model` and retrain it once (checkpointed as `fit` is)."""
     start = time.perf_counter()
     baseline = evaluate(model, data)
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     pruned, result = masked_retrain(
         model, masks, data, cfg, verbose=verbose, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume
     )
@@ -148,7 +149,7 @@ def prune_gradual(
     stop = rounds_done and misses > p.patience
     rounds = tqdm(schedule, desc="gradual pruning", unit="round", initial=rounds_done, disable=not progress)
     for i, fraction in enumerate([] if stop else schedule[rounds_done:], start=rounds_done + 1):
-        set_seed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
+        reseed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
         norms = kernel_norms(current, p.norm, p.normalize)
         masks = propose(norms, p.select, fraction=fraction, layers=layers, already=current_masks)
         epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"

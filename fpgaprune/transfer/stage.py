@@ -26,7 +26,8 @@ from ..config import Config
 from ..data import Dataset
 from ..errors import BadInput
 from ..masks import count_pruned, masked_max_abs, masks_of
-from ..training.fit import accuracy, compile_model, optimizer_from, set_seed
+from ..process import reseed
+from ..training.fit import accuracy, compile_model, optimizer_from
 from .features import Split, cache_features, speedup_bound, split_at_trainable
 from .headfit import fit_head
 from .heads import dense_layers, insert_identity, insert_scale, rebuild, replace_head
@@ -219,7 +220,7 @@ def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1
     (its head/ and unfreeze/ folders); `resume` continues from there.
     """
     t = cfg.transfer
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     plan = prepare(model, cfg)
     task = select_task(data, t.classes, t.per_class)
     check_data(plan.model, task)
@@ -300,14 +301,14 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     demo_cfg = replace(cfg, transfer=t)
     prepare(build_reference_cnn(model_cfg), demo_cfg)  # bad settings fail before any training
 
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     pretrained = build_reference_cnn(model_cfg)
     compile_model(pretrained, optimizer_from(cfg.train), masked=False)
     pre = fit(pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience, verbose=verbose)
     model, summary = transfer(pretrained, new, demo_cfg, verbose=verbose)
 
     scratch_epochs = max(cfg.train.epochs, t.epochs + (t.unfreeze_epochs if t.unfreeze else 0))
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     scratch = build_reference_cnn(replace(model_cfg, num_classes=len(DEMO_NEW_CLASSES)))
     compile_model(scratch, optimizer_from(cfg.train), masked=False)
     fit(scratch, new, scratch_epochs, cfg.train.batch_size, verbose=verbose)
