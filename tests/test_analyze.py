@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
+from fpgaprune.analysis.counts import kernel_counts, macs
 from fpgaprune.analysis.kernels import (
     check_layers,
-    kernel_counts,
     kernel_norms,
-    macs,
     propose,
     ranked_table,
     sensitivity,

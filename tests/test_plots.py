@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 
 from fpgaprune.analysis import kernels as analyze
+from fpgaprune.analysis.counts import macs
 from fpgaprune.config import QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
-from fpgaprune.hw.quantize import build_quantized_model
+from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels
 from fpgaprune.masks import masks_of
 from fpgaprune.report import plots
 
@@ -85,7 +86,7 @@ def _tiny_val():
 
 
 def test_quantized_values_keep_the_pruned_zeros(reference_run):
-    values = plots.quantized_weight_values(reference_run["quantized"])
+    values = quantized_kernels(reference_run["quantized"])
     assert set(values) == {"conv1", "conv2", "fc1", "fc2"}
     for name, pruned in reference_run["masks"].items():
         assert np.count_nonzero(values[name] == 0.0) >= 9 * int(pruned.sum())
@@ -98,7 +99,7 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
     norms = analyze.kernel_norms(model, "l2")
     assert list(norms) == ["conv"] and norms["conv"].shape == (3, 4)
     masks = analyze.propose(norms, "fraction", fraction=0.5)
-    cost = analyze.macs(model, masks)
+    cost = macs(model, masks)
     history = [
         {"round": 0, "fraction": 0.0, "val_accuracy": 0.9, "test_accuracy": None, "within_budget": True},
         {"round": 1, "fraction": 0.5, "val_accuracy": 0.7, "test_accuracy": None, "within_budget": False},
@@ -114,7 +115,7 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
     assert cost["conv"][1] == cost["conv"][0] // 2
     quantized = build_quantized_model(model, QuantizeConfig(weight_bits=4), masks)
     assert_png(plots.quantized_weights(quantized, tmp_path / "q.png"), min_bytes=3000)
-    assert len(np.unique(plots.quantized_weight_values(quantized)["conv"])) <= 16
+    assert len(np.unique(quantized_kernels(quantized)["conv"])) <= 16
     assert_png(plots.quantized_weights(model, tmp_path / "float.png"), min_bytes=3000)
 
 

@@ -29,7 +29,7 @@ from ..config import Config, ExportConfig
 from ..errors import BadInput, WorkFailed
 from ..io import atomic_dir, read_json, write_json
 from ..masks import masks_of, strip_masks
-from .quantize import check_convertible, logits_model
+from .quantize import check_convertible, hls4ml_version, logits_model
 
 MANIFEST = "fpgaprune.json"
 HLS_MODEL = "model.fml"
@@ -227,7 +227,7 @@ def export_project(
             "maximum_size": hls_model.config.get_config_value("MaximumSize"),
             "export_config": asdict(ecfg),
             "source": source,
-            "hls4ml_version": _version("hls4ml"),
+            "hls4ml_version": hls4ml_version(),
             "testbench_images": int(len(x_tb)),
             "output_precision": str(hls_model.get_output_variables()[0].type.precision),
             "layers": layer_manifest(hls_model, qmodel, masks),
@@ -241,12 +241,6 @@ def _fix_output_dir(tmp: Path, final: Path) -> None:
     config_file = tmp / "hls4ml_config.yml"
     if config_file.is_file():
         config_file.write_text(config_file.read_text().replace(str(tmp), str(final.resolve())))
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
 
 
 def read_manifest(folder: Path) -> dict:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from ..config import Config, QuantizeConfig
 from ..data import Dataset
 from ..errors import BadInput, WorkFailed
-from ..masks import ChannelMask, apply_masks, conv_layers, masked_max_abs
+from ..masks import ChannelMask, all_layers, apply_masks, conv_layers, masked_max_abs
 
 # Layers passed through unchanged: they only move, pick or pad values (bit-exact in hls4ml).
 PASS_THROUGH = {
@@ -66,10 +66,11 @@ def check_convertible(model: tf.keras.Model) -> None:
         if isinstance(layer, tf.keras.Model):
             raise BadInput(f"layer {layer.name!r} is a nested model ({kind}); flatten it into one model first")
         if kind not in supported:
-            raise BadInput(f"layer {layer.name!r} ({kind}) cannot be converted by hls4ml {_hls4ml_version()}")
+            raise BadInput(f"layer {layer.name!r} ({kind}) cannot be converted by hls4ml {hls4ml_version()}")
 
 
-def _hls4ml_version() -> str:
+def hls4ml_version() -> str:
+    """The installed hls4ml's version (error messages and export manifests name it)."""
     from importlib.metadata import version
 
     return version("hls4ml")
@@ -185,12 +186,18 @@ def _plain_weight_config(layer) -> dict:
 
 
 def quantized_kernels(model: tf.keras.Model) -> dict[str, np.ndarray]:
-    """Each QConv2D/QDense kernel after its quantizer: the values the hardware will hold."""
+    """Each layer's kernel as the hardware will hold it: after its quantizer for QKeras layers.
+
+    Float layers (a model not yet quantized) give their float kernels, so checks and plots
+    read every model the same way.
+    """
     out = {}
-    for layer in model.layers:
+    for layer in all_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
         q = getattr(layer, "kernel_quantizer_internal", None)
-        if q is not None:
-            out[layer.name] = np.asarray(q(tf.constant(layer.kernel)))
+        out[layer.name] = np.asarray(q(tf.constant(kernel)) if q is not None else kernel.numpy())
     return out
 
 

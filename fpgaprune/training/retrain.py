@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from ..analysis.kernels import check_layers, kernel_counts, kernel_norms, macs, propose
+from ..analysis.counts import kernel_counts, macs_summary
+from ..analysis.kernels import check_layers, kernel_norms, propose
 from ..checkpoint import RoundCheckpoint, remove_checkpoint
 from ..config import Config, PruneConfig, config_to_dict
 from ..data import Dataset
@@ -225,15 +226,13 @@ def prune_summary(
 ) -> dict:
     """The pruned stage's summary.json: kernels, MACs, accuracy before/after, the invariant."""
     counts = kernel_counts(model, masks)
-    cost = macs(model, masks)
     metric = "test_accuracy" if after["test_accuracy"] is not None else "val_accuracy"
     return {
         "stage": "pruned",
         "mode": mode,
         "kernels_total": {name: row["kernels"] for name, row in counts.items()},
         "kernels_pruned": {name: row["pruned"] for name, row in counts.items()},
-        "macs_before": {**{k: v[0] for k, v in cost.items()}, "total": sum(v[0] for v in cost.values())},
-        "macs_after": {**{k: v[1] for k, v in cost.items()}, "total": sum(v[1] for v in cost.values())},
+        **macs_summary(model, masks),
         "accuracy_metric": metric,
         "accuracy_baseline": baseline[metric],
         "accuracy_after": after[metric],
