@@ -109,9 +109,6 @@ class TrainingCheckpoint:
             if not old.name.startswith(written.name + "."):
                 old.unlink()
 
-    def remove(self) -> None:
-        remove_checkpoint(self.folder)
-
     def callback(self, history: dict) -> tf.keras.callbacks.Callback:
         """Saves after every epoch; `history` is the dict the epoch's logs were added to."""
         checkpoint = self

@@ -7,7 +7,7 @@ Each section's fields carry a comment saying what they control.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -346,8 +346,3 @@ def load_config(path: str | Path) -> Config:
 
 def config_to_dict(cfg: Config) -> dict:
     return to_dict(cfg)
-
-
-def with_overrides(cfg: Config, **sections) -> Config:
-    """A copy of `cfg` with whole sections or top-level fields replaced."""
-    return replace(cfg, **sections)

@@ -1,7 +1,7 @@
 """Turn plain YAML data into typed dataclasses, once, at the edge.
 
-Every field's type comes from its annotation; ranges and choices from `field(metadata=...)`
-(`min`, `max`, `choices`). Errors name the key path (`prune.fraction`) and suggest the
+Every field's type comes from its annotation (a `Literal` lists the choices); ranges from
+`rule(default, min=..., max=...)`. Errors name the key path (`prune.fraction`) and suggest the
 closest valid key for a misspelt one, so a typo fails at load time, not an hour later.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Literal, Union
 from .errors import BadInput
 
 
-def rule(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None, doc: str = ""):
-    """A dataclass field with validation metadata (`min`/`max` inclusive, `choices`)."""
-    meta = {"min": min, "max": max, "choices": choices, "doc": doc}
+def rule(default: Any = dataclasses.MISSING, *, min=None, max=None):
+    """A dataclass field with an inclusive range (`min`/`max`), checked on every item of a list."""
+    meta = {"min": min, "max": max}
     if isinstance(default, list | dict):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
@@ -113,12 +113,6 @@ def _check_range(meta: dict, value: Any, path: str) -> None:
             raise BadInput(f"{path}: {item!r} is below the minimum {lo}")
         if hi is not None and item > hi:
             raise BadInput(f"{path}: {item!r} is above the maximum {hi}")
-    choices = meta.get("choices")
-    if choices is not None:
-        for item in items:
-            if item not in choices:
-                hint = _suggest(str(item), [str(c) for c in choices])
-                raise BadInput(f"{path}: {item!r} is not one of {', '.join(map(str, choices))}{hint}")
 
 
 def _suggest(word: str, options: list[str]) -> str:

@@ -17,7 +17,6 @@ project is never replaced without `force`. Besides hls4ml's files it holds:
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -256,7 +255,3 @@ def same_settings(folder: Path, ecfg: ExportConfig) -> bool:
     current = json.loads(json.dumps(asdict(ecfg)))
     ignore = ("csim_images", "csim_workers", "output_dir")
     return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in current.items() if k not in ignore}
-
-
-def remove_project(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
