@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_report_with_quantized_stage_csim_and_accounting(pruned_run):
 
     config, run_dir = pruned_run
     cfg = load_config(config)
-    cfg.quantize.epochs = 0
+    cfg = replace(cfg, quantize=replace(cfg.quantize, epochs=0))
     data = runs.load_data(cfg)
     pruned, _ = runs.load_stage(cfg, "pruned")
     qmodel, summary = quantize.quantize_model(pruned, masks_of(pruned), data, cfg, verbose=0)

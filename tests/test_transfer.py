@@ -12,7 +12,14 @@ import yaml
 
 from fpgaprune.checkpoint import TrainingCheckpoint
 from fpgaprune.cli import main
-from fpgaprune.config import Config, ModelConfig, TrainConfig, TransferConfig, config_to_dict
+from fpgaprune.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    TransferConfig,
+    config_to_dict,
+)
 from fpgaprune.data import load_dataset
 from fpgaprune.errors import BadInput
 from fpgaprune.masks import apply_masks, masked_max_abs
@@ -40,8 +47,8 @@ def run(tmp_path_factory):
         model=TINY,
         train=TrainConfig(epochs=1, batch_size=32),
         transfer=TransferConfig(epochs=2, start_from="pruned"),
+        data=DataConfig(limit=600),
     )
-    cfg.data.limit = 600
     data = load_dataset("mnist-5k", limit=600, seed=cfg.seed)
     reseed(0)
     model = build_reference_cnn(TINY)

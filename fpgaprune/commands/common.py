@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -68,7 +69,7 @@ def config_from_args(args) -> Config:
     except BadInput as exc:
         raise BadInput(f"--set: {exc}") from None if args.overrides else exc
     if getattr(args, "allow_custom_code", False):
-        cfg.model.allow_custom_code = True
+        cfg = replace(cfg, model=replace(cfg.model, allow_custom_code=True))
     return cfg
 
 
