@@ -110,66 +110,77 @@ def _activation_name(layer) -> str:
 
 def build_quantized_model(model: tf.keras.Model, cfg: QuantizeConfig, masks: dict | None = None) -> tf.keras.Model:
     """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed."""
-    from qkeras import QActivation, QConv2D, QDense
-
     check_convertible(model)
-    weight_q, bias_q, relu_q, input_q = quantizers(cfg)
+    qs = quantizers(cfg)  # weight, bias, relu, input
+    input_q = qs[3]
     layers, inbound, input_names, output_names = _layer_graph(model)
     known = {layer.name for layer in layers}
     for name in cfg.layers:
         if name not in known:
             raise BadInput(f"quantize.layers.{name}: no such layer (layers: {', '.join(sorted(known))})")
-
-    def activation(x, kind: str, name: str):
-        if kind == "relu":
-            return QActivation(relu_q(name), name=name)(x)
-        if kind in ("linear", None):
-            return x
-        return tf.keras.layers.Activation(kind, name=name)(x)  # softmax (dropped at export), tanh...
-
     tensors: dict[str, tf.Tensor] = {}
-    new_inputs = []
+    new_inputs: list = []
     if isinstance(model, tf.keras.Sequential):
-        inp = tf.keras.Input(model.input_shape[1:], name="image")
-        new_inputs.append(inp)
-        tensors["__input__"] = QActivation(input_q(), name="input_quantizer")(inp)
-    copies: dict[str, str] = {}  # new weight layer -> old layer, to copy weights after building
+        tensors["__input__"] = _quantized_input(model.input_shape[1:], "image", "input_quantizer", input_q, new_inputs)
     for layer in layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
+        if type(layer).__name__ == "InputLayer":
             name = RESERVED_NAMES.get(layer.name, layer.name)
-            inp = tf.keras.Input(layer.input_shape[0][1:] if isinstance(layer.input_shape, list)
-                                 else layer.input_shape[1:], name=name)
-            new_inputs.append(inp)
-            tensors[layer.name] = QActivation(input_q(), name=f"{name}_quantizer")(inp)
+            shape = layer.input_shape[0][1:] if isinstance(layer.input_shape, list) else layer.input_shape[1:]
+            tensors[layer.name] = _quantized_input(shape, name, f"{name}_quantizer", input_q, new_inputs)
             continue
         args = [tensors[n] for n in inbound[layer.name]]
-        x = args[0] if len(args) == 1 else args
-        if kind in WEIGHT_TYPES:
-            config = _plain_weight_config(layer)
-            act = config.pop("activation")
-            cls = QConv2D if WEIGHT_TYPES[kind] == "QConv2D" else QDense
-            x = cls(**config, kernel_quantizer=weight_q(layer.name), bias_quantizer=bias_q(layer.name))(x)
-            copies[layer.name] = layer.name
-            act_name = act if isinstance(act, str) else "linear"
-            x = activation(x, act_name, f"{layer.name}_{act_name}")
-        elif kind in ACTIVATION_TYPES:
-            x = activation(x, _activation_name(layer), layer.name)
-        elif kind in PASS_THROUGH:
-            x = type(layer).from_config(layer.get_config())(x)
-        else:
-            raise BadInput(
-                f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes Conv2D, Dense "
-                "and ReLU, and passes pooling/reshaping through); fold or remove it first"
-            )
-        tensors[layer.name] = x
+        tensors[layer.name] = _quantized_layer(layer, args[0] if len(args) == 1 else args, qs)
     outputs = [tensors[n] for n in output_names]
     qmodel = tf.keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_q")
-    for name in copies:
-        qmodel.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    for layer in layers:  # weights are copied once the model is built
+        if type(layer).__name__ in WEIGHT_TYPES:
+            qmodel.get_layer(layer.name).set_weights(layer.get_weights())
     if masks:
         qmodel = apply_masks(qmodel, masks, prune_bias=_has_bias_masks(model))
     return qmodel
+
+
+def _quantized_input(shape, name: str, quantizer_name: str, input_q, inputs: list):
+    """A new Input (appended to `inputs`) and the input quantizer hls4ml needs right after it."""
+    from qkeras import QActivation
+
+    inp = tf.keras.Input(shape, name=name)
+    inputs.append(inp)
+    return QActivation(input_q(), name=quantizer_name)(inp)
+
+
+def _quantized_layer(layer, x, qs):
+    """`layer` applied to `x` as QKeras: Conv2D/Dense and ReLU quantized, pooling/reshaping as is."""
+    from qkeras import QConv2D, QDense
+
+    weight_q, bias_q, relu_q, _ = qs
+    kind = type(layer).__name__
+    if kind in WEIGHT_TYPES:
+        config = _plain_weight_config(layer)
+        act = config.pop("activation")
+        cls = QConv2D if WEIGHT_TYPES[kind] == "QConv2D" else QDense
+        x = cls(**config, kernel_quantizer=weight_q(layer.name), bias_quantizer=bias_q(layer.name))(x)
+        act_name = act if isinstance(act, str) else "linear"
+        return _activation(x, act_name, f"{layer.name}_{act_name}", relu_q)
+    if kind in ACTIVATION_TYPES:
+        return _activation(x, _activation_name(layer), layer.name, relu_q)
+    if kind in PASS_THROUGH:
+        return type(layer).from_config(layer.get_config())(x)
+    raise BadInput(
+        f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes Conv2D, Dense "
+        "and ReLU, and passes pooling/reshaping through); fold or remove it first"
+    )
+
+
+def _activation(x, kind: str | None, name: str, relu_q):
+    """ReLU as QActivation(quantized_relu); linear dropped; others (softmax, tanh...) kept as float."""
+    from qkeras import QActivation
+
+    if kind == "relu":
+        return QActivation(relu_q(name), name=name)(x)
+    if kind in ("linear", None):
+        return x
+    return tf.keras.layers.Activation(kind, name=name)(x)  # softmax (dropped at export), tanh...
 
 
 def _has_bias_masks(model) -> bool:
