@@ -153,7 +153,10 @@ class RoundCheckpoint:
 
         try:
             state = json.loads((self.folder / STATE_FILE).read_text())
-            models = {name: load_model_file(self.folder / file, allow_custom_code=True) for name, file in state["models"].items()}
+            models = {
+                name: load_model_file(self.folder / file, allow_custom_code=True)
+                for name, file in state["models"].items()
+            }
         except (OSError, KeyError, json.JSONDecodeError, BadInput):
             raise BadInput(f"checkpoint {self.folder}: unreadable; pass --force to start over") from None
         return state, models

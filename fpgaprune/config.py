@@ -128,7 +128,9 @@ class PruneConfig:
             )
         if self.schedule is not None:
             if not self.schedule or any(b <= a for a, b in zip(self.schedule, self.schedule[1:], strict=False)):
-                raise BadInput(f"{path}.schedule: expected increasing fractions, e.g. [0.5, 0.7, 0.8], got {self.schedule}")
+                raise BadInput(
+                    f"{path}.schedule: expected increasing fractions, e.g. [0.5, 0.7, 0.8], got {self.schedule}"
+                )
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,9 @@ def check_fits(model, data: Dataset, label_hint: str = "") -> None:
             raise BadInput(f"data {data.name}: {split} images are {shape}, but the model takes {expected}")
         if int(y.max()) >= classes:
             hint = f"; {label_hint}" if label_hint else ""
-            raise BadInput(f"data {data.name}: {split} labels go up to {int(y.max())}, the model has {classes} outputs{hint}")
+            raise BadInput(
+                f"data {data.name}: {split} labels go up to {int(y.max())}, the model has {classes} outputs{hint}"
+            )
 
 
 def load_dataset(
@@ -189,7 +191,8 @@ def _npz(path: str, spec: str):
         raise BadInput(f"dataset {spec!r}: not a readable .npz file ({type(exc).__name__})") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
-        raise BadInput(f"dataset {spec!r}: missing arrays {', '.join(missing)} (has {', '.join(sorted(arrays)) or 'none'})")
+        has = ", ".join(sorted(arrays)) or "none"
+        raise BadInput(f"dataset {spec!r}: missing arrays {', '.join(missing)} (has {has})")
     x, y = validate_arrays(arrays["x_train"], arrays["y_train"], f"{spec} train")
     xt, yt = validate_arrays(arrays["x_test"], arrays["y_test"], f"{spec} test")
     if xt.shape[1:] != x.shape[1:]:

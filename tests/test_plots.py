@@ -39,7 +39,9 @@ def reference_run(small_data):
     from fpgaprune.training.fit import train_baseline
     from fpgaprune.training.retrain import prune_gradual
 
-    cfg = parse_config({"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}})
+    cfg = parse_config(
+        {"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}}
+    )
     reseed(cfg.seed)
     baseline, _ = train_baseline(build_model(cfg.model), small_data, cfg, verbose=0)
     pruned, summary = prune_gradual(baseline, small_data, cfg, progress=False)
@@ -72,7 +74,8 @@ def test_reference_run_plots(reference_run, tmp_path):
     assert_png(plots.kernel_grid(model, "conv1", 0, tmp_path / "grid1.png", masks), min_bytes=2000)
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist.png", masks))
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist_t.png", threshold=0.5))
-    assert_png(plots.accuracy_vs_fraction(summary["history"], tmp_path / "acc.png", floor=summary["val_accuracy_floor"]))
+    floor = summary["val_accuracy_floor"]
+    assert_png(plots.accuracy_vs_fraction(summary["history"], tmp_path / "acc.png", floor=floor))
     assert_png(plots.multiplications(summary["macs_before"], summary["macs_after"], tmp_path / "macs.png"))
     assert_png(plots.quantized_weights(reference_run["quantized"], tmp_path / "q.png"))
     sweep = analyze.sensitivity_sweep(model, norms, _tiny_val(), fractions=(0.5,), progress=False)
@@ -109,7 +112,9 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist.png", masks), min_bytes=3000)
     assert_png(plots.accuracy_vs_fraction(history, tmp_path / "acc.png", floor=0.85), min_bytes=3000)
     assert_png(
-        plots.multiplications({k: v[0] for k, v in cost.items()}, {k: v[1] for k, v in cost.items()}, tmp_path / "m.png"),
+        plots.multiplications(
+            {k: v[0] for k, v in cost.items()}, {k: v[1] for k, v in cost.items()}, tmp_path / "m.png"
+        ),
         min_bytes=3000,
     )
     assert cost["conv"][1] == cost["conv"][0] // 2

@@ -29,6 +29,7 @@ from .counts import kernel_counts, macs_summary
 NORMS = ("l1", "l2", "max")
 SELECTIONS = ("threshold", "fraction", "global_fraction", "spec")
 SWEEP_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+QUANTILES = ("min", "q25", "median", "q75", "max")  # of each layer's magnitudes, in the summary
 
 
 def kernel_norms(
@@ -232,7 +233,7 @@ def analyze(
         "kernels": kernel_counts(model, masks),
         **macs_summary(model, masks),
         "magnitude_quantiles": {
-            name: dict(zip(("min", "q25", "median", "q75", "max"), np.quantile(m, [0, 0.25, 0.5, 0.75, 1]).tolist(), strict=True))
+            name: dict(zip(QUANTILES, np.quantile(m, [0, 0.25, 0.5, 0.75, 1]).tolist(), strict=True))
             for name, m in norms.items()
         },
     }

@@ -134,7 +134,9 @@ def dsp_estimate(layer: dict, n_weights: int, used_multipliers: int) -> int:
     strategy = "Latency" if layer["strategy"] == "latency" else "Resource"
     precision = FixedPrecisionType(width=layer["weight_bits"], integer=1)
     attrs = hls4mlAttributes(1, 1, "io_stream", strategy, precision, precision, layer["reuse_factor"])
-    info = LayerAttributes(layer["name"], None, [], (n_weights,), (), (), True, OptimizationAttributes(), {"hls4ml_attributes": attrs})
+    info = LayerAttributes(
+        layer["name"], None, [], (n_weights,), (), (), True, OptimizationAttributes(), {"hls4ml_attributes": attrs}
+    )
     if VivadoDSPEstimator.layer_resources(info)[0] == 0:
         return 0
     return used_multipliers

@@ -229,11 +229,12 @@ def bit_widths(model: tf.keras.Model) -> dict[str, dict]:
     out = {}
     for layer in model.layers:
         if hasattr(layer, "kernel_quantizer_internal"):
-            q = layer.kernel_quantizer_internal
-            out[layer.name] = {"kind": "weights", "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
+            kind, q = "weights", layer.kernel_quantizer_internal
         elif type(layer).__name__ == "QActivation":
-            q = layer.quantizer
-            out[layer.name] = {"kind": "activation", "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
+            kind, q = "activation", layer.quantizer
+        else:
+            continue
+        out[layer.name] = {"kind": kind, "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
     return out
 
 

@@ -310,7 +310,8 @@ def quantized_weights(model, path: str | Path) -> Path:
             ax.hist(w, bins=min(128, len(levels)), color=KEPT_COLOR)
             kind = f"{len(levels)} distinct values"
         ax.set_yscale("log")
-        ax.set_title(f"{name}: {w.size} weights, {kind}, {zeros} zeros ({100.0 * zeros / max(w.size, 1):.1f}%)", fontsize=8)
+        share = 100.0 * zeros / max(w.size, 1)
+        ax.set_title(f"{name}: {w.size} weights, {kind}, {zeros} zeros ({share:.1f}%)", fontsize=8)
         ax.set_xlabel("weight value", fontsize=8)
         ax.set_ylabel("count", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -246,7 +246,8 @@ def _round_line(row: dict, floor: float, last: bool) -> str:
     test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
     verdict = "within budget" if row["within_budget"] else f"over budget (val < {floor:.4f})"
     verdict += "; stop" if last and not row["within_budget"] else ""
-    return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): val {row['val_accuracy']:.4f}{test}: {verdict}"
+    val = f"val {row['val_accuracy']:.4f}{test}"
+    return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): {val}: {verdict}"
 
 
 def prune_summary(

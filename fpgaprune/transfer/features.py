@@ -58,7 +58,8 @@ def split_at_trainable(model: tf.keras.Model) -> Split:
     cut_tensor = model.layers[trainable[0]].get_input_at(0)
     while True:
         if isinstance(cut_tensor, list | tuple):
-            return Split(None, None, None, f"the lowest trainable layer {model.layers[trainable[0]].name!r} has several inputs")
+            lowest = model.layers[trainable[0]].name
+            return Split(None, None, None, f"the lowest trainable layer {lowest!r} has several inputs")
         below = _producer(model, cut_tensor)
         if isinstance(below, tf.keras.layers.InputLayer):
             return Split(None, None, None, "no frozen layers below the trainable ones")

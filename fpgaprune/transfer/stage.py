@@ -76,7 +76,9 @@ def select_task(data: Dataset, classes: list[int] | None = None, per_class: int 
     if len(x_train) == 0:
         raise BadInput(f"data {data.name}: no training images left for the transfer")
     n = len(classes) if classes is not None else data.num_classes
-    return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test, num_classes=n)
+    return replace(
+        data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test, num_classes=n
+    )
 
 
 def choose_trainable(model: tf.keras.Model, cfg, new_layers: list[str], inserted: list[str]) -> list[str]:
@@ -109,7 +111,9 @@ def prepare(model: tf.keras.Model, cfg: Config) -> Plan:
     new_layers, inserted = [], []
     if t.new_classes is not None or t.head is not None:
         head = load_model_file(t.head, allow_custom_code=cfg.model.allow_custom_code) if t.head else None
-        edited, new_layers = replace_head(model, new_classes=t.new_classes, head=head, replace_top=t.replace_top, seed=cfg.seed)
+        edited, new_layers = replace_head(
+            model, new_classes=t.new_classes, head=head, replace_top=t.replace_top, seed=cfg.seed
+        )
     else:
         edited = rebuild(model, seed=cfg.seed)
     if t.insert_scale:
@@ -182,7 +186,9 @@ def train_layers(
         callbacks=loop.callbacks, jit=t.jit_compile, verbose=verbose,
     )
     loop.finish()
-    info.update(epochs=result.epochs, epoch_seconds=result.epoch_seconds, compiled=result.compiled, history=loop.history)
+    info.update(
+        epochs=result.epochs, epoch_seconds=result.epoch_seconds, compiled=result.compiled, history=loop.history
+    )
     return info
 
 
@@ -277,7 +283,10 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     reseed(cfg.seed)
     pretrained = build_reference_cnn(model_cfg)
     compile_model(pretrained, optimizer_from(cfg.train), masked=False)
-    pre = fit(pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience, verbose=verbose)
+    pre = fit(
+        pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience,
+        verbose=verbose,
+    )
     model, summary = transfer(pretrained, new, demo_cfg, verbose=verbose)
 
     scratch_epochs = max(cfg.train.epochs, t.epochs + (t.unfreeze_epochs if t.unfreeze else 0))
