@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from fpgaprune.analysis.counts import macs as layer_costs  # noqa: E402
 from fpgaprune.config import load_config  # noqa: E402
 from fpgaprune.models import build_reference_cnn  # noqa: E402
 from fpgaprune.process import configure_process, reseed  # noqa: E402
@@ -37,12 +38,10 @@ from fpgaprune.training.fit import (  # noqa: E402
     fit,
     optimizer_from,
 )
-from fpgaprune.transfer.features import layer_macs  # noqa: E402
 from fpgaprune.transfer.heads import rebuild  # noqa: E402
 from fpgaprune.transfer.stage import (  # noqa: E402
     DEMO_NEW_CLASSES,
     DEMO_OLD_CLASSES,
-    eval_split,
     freeze,
     select_task,
     transfer,
@@ -66,7 +65,7 @@ def epoch_times(cfg, data, repeats: int, epochs: int) -> list[str]:
     model = build_reference_cnn(cfg.model)
     compile_model(model, optimizer_from(cfg.train), masked=False)
     fit(model, data, 2, cfg.train.batch_size, verbose=0)
-    macs = layer_macs(model)
+    macs = {name: before for name, (before, _) in layer_costs(model).items()}
     total = sum(macs.values())
     rows = [
         "| trains | batch | cached s/epoch | uncached s/epoch | Keras fit s/epoch | cached vs uncached | cached vs Keras fit | cache build s | MAC bound |",
@@ -119,7 +118,7 @@ def demo_accuracy(cfg, data, seeds: list[int], sizes: list[int]) -> list[str]:
         fit(pretrained, old, cfg.train.epochs, cfg.train.batch_size, verbose=0)
         for n in sizes:
             new = select_task(data, DEMO_NEW_CLASSES, n)
-            x_eval, y_eval, split = eval_split(new)
+            x_eval, y_eval, split = new.eval_split()
             for name, changes in variants.items():
                 t = replace(cfg.transfer, new_classes=5, **changes)
                 _, summary = transfer(pretrained, new, replace(s_cfg, transfer=t), verbose=0)

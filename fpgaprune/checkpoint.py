@@ -109,9 +109,6 @@ class TrainingCheckpoint:
             if not old.name.startswith(written.name + "."):
                 old.unlink()
 
-    def remove(self) -> None:
-        remove_checkpoint(self.folder)
-
     def callback(self, history: dict) -> tf.keras.callbacks.Callback:
         """Saves after every epoch; `history` is the dict the epoch's logs were added to."""
         checkpoint = self
@@ -156,7 +153,10 @@ class RoundCheckpoint:
 
         try:
             state = json.loads((self.folder / STATE_FILE).read_text())
-            models = {name: load_model_file(self.folder / file, allow_custom_code=True) for name, file in state["models"].items()}
+            models = {
+                name: load_model_file(self.folder / file, allow_custom_code=True)
+                for name, file in state["models"].items()
+            }
         except (OSError, KeyError, json.JSONDecodeError, BadInput):
             raise BadInput(f"checkpoint {self.folder}: unreadable; pass --force to start over") from None
         return state, models

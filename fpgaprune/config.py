@@ -1,13 +1,16 @@
 """The run configuration: one YAML file, validated once into typed dataclasses.
 
 `load_config(path)` is the only place YAML is read; every stage takes the typed object.
-Each section's fields carry a comment saying what they control.
+Each section's fields carry a comment saying what they control. The sections are frozen, so
+a stage cannot change the config another stage reads; an override builds a new one:
+
+    cfg = replace(cfg, train=replace(cfg.train, epochs=2))   # dataclasses.replace
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +22,7 @@ from .schema import from_dict, rule, to_dict
 Optimizer = Literal["sgd", "adam", "rmsprop"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     # Named dataset: mnist-5k (offline default), mnist (keras, needs network),
     # mnist-t10k:PATH (IDX test set; test split only), npz:PATH (x_train, y_train, x_test, y_test).
@@ -32,7 +35,7 @@ class DataConfig:
     limit: int | None = rule(None, min=10)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     # reference (built from the fields below), file:PATH (.h5, .keras or SavedModel dir),
     # or python:package.module:function (a function returning a Keras model).
@@ -59,7 +62,7 @@ class ModelConfig:
             )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     optimizer: Optimizer = "adam"
     learning_rate: float = rule(0.001, min=1e-7, max=10.0)
@@ -78,7 +81,7 @@ class TrainConfig:
             raise BadInput(f"{path}.nesterov: needs momentum > 0")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PruneConfig:
     # Conv layers the analyzer may prune (null = every Conv2D / QConv2D layer).
     layers: list[str] | None = None
@@ -125,10 +128,12 @@ class PruneConfig:
             )
         if self.schedule is not None:
             if not self.schedule or any(b <= a for a, b in zip(self.schedule, self.schedule[1:], strict=False)):
-                raise BadInput(f"{path}.schedule: expected increasing fractions, e.g. [0.5, 0.7, 0.8], got {self.schedule}")
+                raise BadInput(
+                    f"{path}.schedule: expected increasing fractions, e.g. [0.5, 0.7, 0.8], got {self.schedule}"
+                )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransferConfig:
     # Which saved stage to start from (runs/<name>/<start_from>/).
     start_from: Literal["baseline", "pruned"] = "pruned"
@@ -185,7 +190,7 @@ class TransferConfig:
             raise BadInput(f"{path}.train_inserted_only: nothing is inserted (set insert_identity or insert_scale)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerBits:
     # Total bits (sign included for weights) and integer bits (sign excluded) of one layer's
     # quantizer: the weights of a Conv2D/Dense layer, or the output of an activation layer.
@@ -197,7 +202,7 @@ class LayerBits:
             raise BadInput(f"{path}.integer: {self.integer} integer bits do not fit in {self.bits} bits")
 
 
-@dataclass
+@dataclass(frozen=True)
 class QuantizeConfig:
     # Which saved stage to quantize: pruned (the usual), baseline or transfer.
     start_from: Literal["pruned", "baseline", "transfer"] = "pruned"
@@ -243,7 +248,7 @@ class QuantizeConfig:
 Strategy = Literal["Latency", "Resource", "Resource_Unrolled"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportConfig:
     # hls4ml backends to write a project for: hls_projects/<name>/<backend>/.
     backends: list[Literal["Vivado", "Vitis"]] = field(default_factory=lambda: ["Vivado"])
@@ -294,7 +299,7 @@ class ExportConfig:
 _XILINX_PART = re.compile(r"^xc[0-9a-z]{3,12}-?[a-z]{2,6}[0-9]{2,5}-[0-9][a-z0-9]*(-[a-z0-9]+)*$", re.IGNORECASE)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     # Run name: outputs go to runs/<name>/.
     name: str = "mnist_cnn"
@@ -346,8 +351,3 @@ def load_config(path: str | Path) -> Config:
 
 def config_to_dict(cfg: Config) -> dict:
     return to_dict(cfg)
-
-
-def with_overrides(cfg: Config, **sections) -> Config:
-    """A copy of `cfg` with whole sections or top-level fields replaced."""
-    return replace(cfg, **sections)

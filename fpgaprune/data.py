@@ -46,6 +46,28 @@ class Dataset:
         return {"train": len(self.x_train), "val": len(self.x_val), "test": len(self.x_test)}
 
 
+def check_fits(model, data: Dataset, label_hint: str = "") -> None:
+    """BadInput unless every split's images fit `model`'s input and its labels the outputs.
+
+    `label_hint` ends the labels message with how the caller's config fixes it (the transfer
+    stage names its new head). `model` is any Keras model; only its shapes are read.
+    """
+    expected = tuple(model.input_shape[1:])
+    classes = int(model.output_shape[-1])
+    for split, x, y in (("train", data.x_train, data.y_train), ("validation", data.x_val, data.y_val),
+                        ("test", data.x_test, data.y_test)):
+        if len(x) == 0:
+            continue
+        shape = tuple(x.shape[1:])
+        if len(expected) != len(shape) or any(e is not None and e != a for e, a in zip(expected, shape, strict=True)):
+            raise BadInput(f"data {data.name}: {split} images are {shape}, but the model takes {expected}")
+        if int(y.max()) >= classes:
+            hint = f"; {label_hint}" if label_hint else ""
+            raise BadInput(
+                f"data {data.name}: {split} labels go up to {int(y.max())}, the model has {classes} outputs{hint}"
+            )
+
+
 def load_dataset(
     spec: str,
     *,
@@ -169,7 +191,8 @@ def _npz(path: str, spec: str):
         raise BadInput(f"dataset {spec!r}: not a readable .npz file ({type(exc).__name__})") from None
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
     if missing:
-        raise BadInput(f"dataset {spec!r}: missing arrays {', '.join(missing)} (has {', '.join(sorted(arrays)) or 'none'})")
+        has = ", ".join(sorted(arrays)) or "none"
+        raise BadInput(f"dataset {spec!r}: missing arrays {', '.join(missing)} (has {has})")
     x, y = validate_arrays(arrays["x_train"], arrays["y_train"], f"{spec} train")
     xt, yt = validate_arrays(arrays["x_test"], arrays["y_test"], f"{spec} test")
     if xt.shape[1:] != x.shape[1:]:

@@ -95,21 +95,25 @@ MASK_CONSTRAINTS = (KernelMask, ChannelMask)
 
 def conv_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
     """Every Conv2D / QConv2D layer, in model order (the layers a mask may name)."""
-    return [layer for layer in _all_layers(model) if type(layer).__name__ in CONV_TYPES]
+    return [layer for layer in all_layers(model) if type(layer).__name__ in CONV_TYPES]
 
 
-def _all_layers(model):
+def all_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Every layer of `model` in model order, a nested model replaced by its own layers.
+
+    The one walker every stage and count uses, so a model wrapping a base model (transfer
+    learning's usual shape) shows the same layers to masks, counts and plots.
+    """
+    out = []
     for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
+        out.extend(all_layers(layer) if isinstance(layer, tf.keras.Model) else [layer])
+    return out
 
 
 def check_masks(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> None:
     """Raise BadInput unless every mask names a conv layer of `model` with the right shape."""
     convs = {layer.name: layer for layer in conv_layers(model)}
-    others = {layer.name: layer for layer in _all_layers(model)}
+    others = {layer.name: layer for layer in all_layers(model)}
     for name, pruned in masks.items():
         if name not in convs:
             if name in others:
@@ -182,7 +186,7 @@ def _default_clip(layer, which: str = "kernel") -> float | None:
 
 def enforce_masks(model: tf.keras.Model) -> None:
     """Apply every mask constraint to its weights now (after loading, or after set_weights)."""
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         for which in ("kernel", "bias"):
             c = getattr(layer, f"{which}_constraint", None)
             var = getattr(layer, which, None)
@@ -270,6 +274,7 @@ def count_pruned(masks: dict[str, np.ndarray]) -> dict[str, int]:
 __all__ = [
     "KernelMask",
     "ChannelMask",
+    "all_layers",
     "apply_masks",
     "check_masks",
     "conv_layers",

@@ -22,9 +22,6 @@ from .io import atomic_path
 
 MODEL_FILE = "model.h5"
 
-# Layer classes a saved model may hold without `allow_custom_code`.
-_SAFE_MODULES = ("keras", "tensorflow", "qkeras")
-
 
 def build_reference_cnn(cfg: ModelConfig) -> tf.keras.Model:
     """conv1 -> ReLU -> pool -> conv2 -> ReLU -> pool -> flatten -> fc1 (ReLU, dropout) -> fc2."""

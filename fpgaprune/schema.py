@@ -1,7 +1,7 @@
 """Turn plain YAML data into typed dataclasses, once, at the edge.
 
-Every field's type comes from its annotation; ranges and choices from `field(metadata=...)`
-(`min`, `max`, `choices`). Errors name the key path (`prune.fraction`) and suggest the
+Every field's type comes from its annotation (a `Literal` lists the choices); ranges from
+`rule(default, min=..., max=...)`. Errors name the key path (`prune.fraction`) and suggest the
 closest valid key for a misspelt one, so a typo fails at load time, not an hour later.
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Literal, Union
 from .errors import BadInput
 
 
-def rule(default: Any = dataclasses.MISSING, *, min=None, max=None, choices=None, doc: str = ""):
-    """A dataclass field with validation metadata (`min`/`max` inclusive, `choices`)."""
-    meta = {"min": min, "max": max, "choices": choices, "doc": doc}
+def rule(default: Any = dataclasses.MISSING, *, min=None, max=None):
+    """A dataclass field with an inclusive range (`min`/`max`), checked on every item of a list."""
+    meta = {"min": min, "max": max}
     if isinstance(default, list | dict):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
@@ -45,60 +45,87 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except BadInput as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise BadInput(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return _coerce_union(tp, value, path)
     if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            hint = _suggest(str(value), [str(c) for c in choices])
-            raise BadInput(f"{path}: {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
-        return value
+        return _coerce_literal(tp, value, path)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise BadInput(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return _coerce_list(tp, value, path)
     if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise BadInput(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
-        return {
-            _coerce(key_tp, k, f"{path}"): _coerce(val_tp, v, f"{path}.{k}")
-            for k, v in value.items()
-        }
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise BadInput(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInput(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadInput(f"{path}: expected a number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise BadInput(f"{path}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str) or not value:
-            raise BadInput(f"{path}: expected a non-empty string, got {value!r}")
-        return value
+        return _coerce_dict(tp, value, path)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, path)
     raise TypeError(f"schema: unsupported annotation {tp!r} at {path}")
+
+
+def _coerce_union(tp: Any, value: Any, path: str) -> Any:
+    """The first member type that accepts `value`; null only where the union allows it."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(arg, value, path)
+        except BadInput as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]  # `int | None`: the int's own message says more than "expected int or null"
+    raise BadInput(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _coerce_literal(tp: Any, value: Any, path: str) -> Any:
+    choices = typing.get_args(tp)
+    if value not in choices:
+        hint = _suggest(str(value), [str(c) for c in choices])
+        raise BadInput(f"{path}: {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
+    return value
+
+
+def _coerce_list(tp: Any, value: Any, path: str) -> list:
+    (item_tp,) = typing.get_args(tp)
+    if not isinstance(value, list):
+        raise BadInput(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+    return [_coerce(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+
+def _coerce_dict(tp: Any, value: Any, path: str) -> dict:
+    key_tp, val_tp = typing.get_args(tp)
+    if not isinstance(value, dict):
+        raise BadInput(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+    return {_coerce(key_tp, k, f"{path}"): _coerce(val_tp, v, f"{path}.{k}") for k, v in value.items()}
+
+
+def _coerce_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadInput(f"{path}: expected true or false, got {value!r}")
+    return value
+
+
+def _coerce_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):  # YAML's true is an int to Python
+        raise BadInput(f"{path}: expected an integer, got {value!r}")
+    return value
+
+
+def _coerce_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"{path}: expected a number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadInput(f"{path}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _coerce_str(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{path}: expected a non-empty string, got {value!r}")
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def _check_range(meta: dict, value: Any, path: str) -> None:
@@ -113,12 +140,6 @@ def _check_range(meta: dict, value: Any, path: str) -> None:
             raise BadInput(f"{path}: {item!r} is below the minimum {lo}")
         if hi is not None and item > hi:
             raise BadInput(f"{path}: {item!r} is above the maximum {hi}")
-    choices = meta.get("choices")
-    if choices is not None:
-        for item in items:
-            if item not in choices:
-                hint = _suggest(str(item), [str(c) for c in choices])
-                raise BadInput(f"{path}: {item!r} is not one of {', '.join(map(str, choices))}{hint}")
 
 
 def _suggest(word: str, options: list[str]) -> str:

@@ -15,6 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 T10K = ROOT.parent / "shared" / "data" / "mnist-t10k"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def configured_process():
+    """The test session is an entry point: deterministic kernels and checkpointable dropout, as the CLI sets."""
+    from fpgaprune.process import configure_process
+
+    configure_process()
+
+
 @pytest.fixture(scope="session")
 def t10k_path() -> Path:
     """The official MNIST test set beside the checkout (present on developer machines and CI)."""

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
+from fpgaprune.analysis.counts import kernel_counts, macs
 from fpgaprune.analysis.kernels import (
     check_layers,
-    kernel_counts,
     kernel_norms,
-    macs,
     propose,
     ranked_table,
     sensitivity,
@@ -56,7 +55,9 @@ def test_ranked_table(model_with_known_kernels):
     assert [r["rank"] for r in table] == list(range(1, len(table) + 1))
     mags = [r["magnitude"] for r in table]
     assert mags == sorted(mags)
-    assert table[0] == {"rank": 1, "layer": "conv2", "cin": 0, "cout": 0, "magnitude": pytest.approx(0.009), "pruned": True}
+    assert table[0] == {
+        "rank": 1, "layer": "conv2", "cin": 0, "cout": 0, "magnitude": pytest.approx(0.009), "pruned": True
+    }
     assert sum(r["pruned"] for r in table) == 512
 
 
@@ -138,7 +139,9 @@ def test_sensitivity_is_read_only(reference_model, small_data):
 
 def test_cli_analyze_writes_table_spec_and_masks(tmp_path, capsys):
     runs = tmp_path / "runs"
-    code = main(["analyze", *QUICK, "--set", f"runs_dir={runs}", "--layers", "conv2", "--fraction", "0.25", "--top", "5"])
+    code = main(
+        ["analyze", *QUICK, "--set", f"runs_dir={runs}", "--layers", "conv2", "--fraction", "0.25", "--top", "5"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "smallest 5 of 1056 kernels" in out and "sensitivity" in out
@@ -163,7 +166,11 @@ def test_cli_analyze_writes_table_spec_and_masks(tmp_path, capsys):
     # the baseline is reused; other selections; an edited spec is accepted back
     edited = tmp_path / "edited.yaml"
     edited.write_text("conv2: [[29, 13], [0, 0]]\nconv1: [[0, 3]]\n")
-    for flags, pruned in ((["--spec", str(edited)], 3), (["--threshold", "0"], 0), (["--global-fraction", "0.5", "--set", "prune.layers=null"], 528)):
+    for flags, pruned in (
+        (["--spec", str(edited)], 3),
+        (["--threshold", "0"], 0),
+        (["--global-fraction", "0.5", "--set", "prune.layers=null"], 528),
+    ):
         assert main(["analyze", *QUICK, "--set", f"runs_dir={runs}", "--force", *flags]) == 0
         assert json.loads((folder / "summary.json").read_text())["kernels"]["total"]["pruned"] == pruned
 

@@ -58,7 +58,9 @@ def test_record_has_every_field_and_hits_the_target(point):
     # 70% of each conv layer's 2-D kernels, rounded up: conv1 23 of 32, conv2 717 of 1,024.
     pixels = {"conv1": 26 * 26, "conv2": 11 * 11}
     assert r["nonzero_weights_per_layer"] == {"conv1": 9 * 9, "conv2": 9 * 307}
-    assert r["conv_mults_nonzero"] == r["target_conv_mults_nonzero"] == 9 * (9 * pixels["conv1"] + 307 * pixels["conv2"])
+    assert (
+        r["conv_mults_nonzero"] == r["target_conv_mults_nonzero"] == 9 * (9 * pixels["conv1"] + 307 * pixels["conv2"])
+    )
     assert r["conv_mults_total"] == 9 * (32 * pixels["conv1"] + 1024 * pixels["conv2"])
     assert r["conv_mults_removed"] >= 0.7
     assert 0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 and r["seconds"] > 0

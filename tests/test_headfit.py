@@ -43,7 +43,10 @@ def _toy(n=200):
 def test_fit_head_learns_and_reports_keras_style_history(jit):
     x, y = _toy()
     net = _linear_head()
-    result = fit_head(net, x[:150], y[:150], x[150:], y[150:], optimizer=net.optimizer, batch_size=16, epochs=15, seed=0, jit=jit, verbose=0)
+    result = fit_head(
+        net, x[:150], y[:150], x[150:], y[150:], optimizer=net.optimizer, batch_size=16, epochs=15, seed=0, jit=jit,
+        verbose=0,
+    )
     assert result.compiled == ("xla" if jit else "graph (transfer.jit_compile is false)")
     assert set(result.history) == {"loss", "accuracy", "val_loss", "val_accuracy"} and result.epochs == 15
     assert result.history["loss"][-1] < result.history["loss"][0] and result.history["val_accuracy"][-1] > 0.85
@@ -58,7 +61,9 @@ def test_xla_and_graph_mode_train_alike_and_a_memmap_matches_memory(tmp_path):
             features = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=x.shape)
             features[:] = x
         net = _linear_head()
-        fit_head(net, features, y, x[:0], y[:0], optimizer=net.optimizer, batch_size=16, epochs=3, seed=1, jit=jit, verbose=0)
+        fit_head(
+            net, features, y, x[:0], y[:0], optimizer=net.optimizer, batch_size=16, epochs=3, seed=1, jit=jit, verbose=0
+        )
         finals[label] = net.get_weights()
     for label in ("graph", "memmap"):
         for a, b in zip(finals["xla"], finals[label], strict=True):

@@ -21,8 +21,9 @@ from fpgaprune.masks import (
     strip_masks,
 )
 from fpgaprune.models import load_model_file, save_model
+from fpgaprune.process import reseed
 from fpgaprune.spec import masks_to_spec, read_mask_spec, spec_to_masks, write_mask_spec
-from fpgaprune.training.fit import compile_model, make_optimizer, set_seed
+from fpgaprune.training.fit import compile_model, make_optimizer
 
 OPTIMIZERS = {
     "sgd_momentum": lambda: make_optimizer("sgd", 0.05, momentum=0.9),
@@ -75,7 +76,7 @@ def masked_weights(model, masks):
 @pytest.mark.parametrize("quantized", [False, True], ids=["Conv2D", "QConv2D"])
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 def test_masked_kernels_stay_exactly_zero(small_data, opt, quantized):
-    set_seed(0)
+    reseed(0)
     model = tiny_cnn(quantized)
     masks = some_masks()
     before = {n: model.get_layer(n).kernel.numpy().copy() for n in masks}
@@ -116,7 +117,7 @@ def test_qconv2d_mask_keeps_quantizer_clipping():
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["Conv2D", "QConv2D"])
 def test_zeros_survive_save_load_and_more_training(tmp_path, small_data, quantized):
-    set_seed(1)
+    reseed(1)
     masks = some_masks()
     pruned = apply_masks(tiny_cnn(quantized), masks)
     compile_model(pruned, make_optimizer("adam", 0.003))
@@ -138,7 +139,7 @@ def test_zeros_survive_save_load_and_more_training(tmp_path, small_data, quantiz
 
 
 def test_bias_untouched_unless_asked(small_data):
-    set_seed(2)
+    reseed(2)
     masks = {"conv2": np.zeros((4, 6), bool)}
     masks["conv2"][:, 5] = True  # output channel 5 fully pruned
     model = tiny_cnn(False)

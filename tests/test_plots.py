@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 
 from fpgaprune.analysis import kernels as analyze
+from fpgaprune.analysis.counts import macs
 from fpgaprune.config import QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
-from fpgaprune.hw.quantize import build_quantized_model
+from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels
 from fpgaprune.masks import masks_of
 from fpgaprune.report import plots
 
@@ -34,11 +35,14 @@ def assert_png(path: Path, min_bytes: int = 5000) -> np.ndarray:
 def reference_run(small_data):
     """The reference CNN after a tiny run: baseline, gradual pruning (2 rounds), quantized copy."""
     from fpgaprune.models import build_model
-    from fpgaprune.training.fit import set_seed, train_baseline
+    from fpgaprune.process import reseed
+    from fpgaprune.training.fit import train_baseline
     from fpgaprune.training.retrain import prune_gradual
 
-    cfg = parse_config({"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}})
-    set_seed(cfg.seed)
+    cfg = parse_config(
+        {"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}}
+    )
+    reseed(cfg.seed)
     baseline, _ = train_baseline(build_model(cfg.model), small_data, cfg, verbose=0)
     pruned, summary = prune_gradual(baseline, small_data, cfg, progress=False)
     masks = masks_of(pruned)
@@ -70,7 +74,8 @@ def test_reference_run_plots(reference_run, tmp_path):
     assert_png(plots.kernel_grid(model, "conv1", 0, tmp_path / "grid1.png", masks), min_bytes=2000)
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist.png", masks))
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist_t.png", threshold=0.5))
-    assert_png(plots.accuracy_vs_fraction(summary["history"], tmp_path / "acc.png", floor=summary["val_accuracy_floor"]))
+    floor = summary["val_accuracy_floor"]
+    assert_png(plots.accuracy_vs_fraction(summary["history"], tmp_path / "acc.png", floor=floor))
     assert_png(plots.multiplications(summary["macs_before"], summary["macs_after"], tmp_path / "macs.png"))
     assert_png(plots.quantized_weights(reference_run["quantized"], tmp_path / "q.png"))
     sweep = analyze.sensitivity_sweep(model, norms, _tiny_val(), fractions=(0.5,), progress=False)
@@ -84,7 +89,7 @@ def _tiny_val():
 
 
 def test_quantized_values_keep_the_pruned_zeros(reference_run):
-    values = plots.quantized_weight_values(reference_run["quantized"])
+    values = quantized_kernels(reference_run["quantized"])
     assert set(values) == {"conv1", "conv2", "fc1", "fc2"}
     for name, pruned in reference_run["masks"].items():
         assert np.count_nonzero(values[name] == 0.0) >= 9 * int(pruned.sum())
@@ -97,7 +102,7 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
     norms = analyze.kernel_norms(model, "l2")
     assert list(norms) == ["conv"] and norms["conv"].shape == (3, 4)
     masks = analyze.propose(norms, "fraction", fraction=0.5)
-    cost = analyze.macs(model, masks)
+    cost = macs(model, masks)
     history = [
         {"round": 0, "fraction": 0.0, "val_accuracy": 0.9, "test_accuracy": None, "within_budget": True},
         {"round": 1, "fraction": 0.5, "val_accuracy": 0.7, "test_accuracy": None, "within_budget": False},
@@ -107,13 +112,15 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist.png", masks), min_bytes=3000)
     assert_png(plots.accuracy_vs_fraction(history, tmp_path / "acc.png", floor=0.85), min_bytes=3000)
     assert_png(
-        plots.multiplications({k: v[0] for k, v in cost.items()}, {k: v[1] for k, v in cost.items()}, tmp_path / "m.png"),
+        plots.multiplications(
+            {k: v[0] for k, v in cost.items()}, {k: v[1] for k, v in cost.items()}, tmp_path / "m.png"
+        ),
         min_bytes=3000,
     )
     assert cost["conv"][1] == cost["conv"][0] // 2
     quantized = build_quantized_model(model, QuantizeConfig(weight_bits=4), masks)
     assert_png(plots.quantized_weights(quantized, tmp_path / "q.png"), min_bytes=3000)
-    assert len(np.unique(plots.quantized_weight_values(quantized)["conv"])) <= 16
+    assert len(np.unique(quantized_kernels(quantized)["conv"])) <= 16
     assert_png(plots.quantized_weights(model, tmp_path / "float.png"), min_bytes=3000)
 
 

@@ -32,7 +32,8 @@ def test_rebuild_is_qkeras_with_input_quantizer_and_masks():
     tf.keras.utils.set_random_seed(0)
     model = apply_masks(build_reference_cnn(TINY), tiny_masks())
     before = [w.copy() for w in model.get_weights()]
-    qcfg = parse_config({"quantize": {"layers": {"conv2": {"bits": 6}, "fc1": {"bits": 4}, "relu2": {"bits": 6, "integer": 2}}}}).quantize
+    layers = {"conv2": {"bits": 6}, "fc1": {"bits": 4}, "relu2": {"bits": 6, "integer": 2}}
+    qcfg = parse_config({"quantize": {"layers": layers}}).quantize
     qmodel = build_quantized_model(model, qcfg, masks_of(model))
 
     kinds = {layer.name: type(layer).__name__ for layer in qmodel.layers}
@@ -113,7 +114,8 @@ def test_unconvertible_layer_is_named():
 
 def test_unknown_layer_in_bits_table():
     with pytest.raises(BadInput, match="quantize.layers.conv9: no such layer"):
-        build_quantized_model(build_reference_cnn(TINY), parse_config({"quantize": {"layers": {"conv9": {"bits": 4}}}}).quantize)
+        qcfg = parse_config({"quantize": {"layers": {"conv9": {"bits": 4}}}}).quantize
+        build_quantized_model(build_reference_cnn(TINY), qcfg)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def test_report_of_a_pruned_run(pruned_run, capsys):
     for sid in ("quantized", "csim", "hardware"):
         assert NOT_RUN in body[sid]
     # Images are embedded (self-contained page) and written beside it.
-    for name in ("kernel_heatmap", "kernel_grid", "magnitude_histograms", "accuracy_vs_fraction", "multiplications", "sensitivity"):
+    for name in ("kernel_heatmap", "kernel_grid", "magnitude_histograms", "accuracy_vs_fraction",
+                 "multiplications", "sensitivity"):
         assert f"alt='{name}.png'" in page
         assert_png(run_dir / "report" / f"{name}.png", min_bytes=3000)
     assert page.count("src='data:image/png;base64,") == 6
@@ -107,7 +109,7 @@ def test_report_with_quantized_stage_csim_and_accounting(pruned_run):
 
     config, run_dir = pruned_run
     cfg = load_config(config)
-    cfg.quantize.epochs = 0
+    cfg = replace(cfg, quantize=replace(cfg.quantize, epochs=0))
     data = Run(cfg).load_data()
     pruned, _ = Run(cfg).load("pruned")
     qmodel, summary = quantize.quantize_model(pruned, masks_of(pruned), data, cfg, verbose=0)
@@ -118,8 +120,10 @@ def test_report_with_quantized_stage_csim_and_accounting(pruned_run):
     page = (run_dir / "report" / "index.html").read_text()
     body = sections_of(page)
     assert re.search(r"<td>C-sim \(Vivado\)</td><td>done</td><td>0\.\d{4}</td><td>&ndash;</td>", body["stages"])
-    assert "<th>argmax_agreement</th>" in body["csim"] and "<td>Vivado</td><td>validation</td><td>100</td>" in body["csim"]
-    assert "<td>conv2</td><td>Conv2D</td>" in body["hardware"] and "conv multiplications per image cut by" in body["hardware"]
+    assert "<th>argmax_agreement</th>" in body["csim"]
+    assert "<td>Vivado</td><td>validation</td><td>100</td>" in body["csim"]
+    assert "<td>conv2</td><td>Conv2D</td>" in body["hardware"]
+    assert "conv multiplications per image cut by" in body["hardware"]
     assert "quantized_bits(8,0,0,alpha=1)" in body["quantized"]
     for name in ("quantized_weights", "multiplications_Vivado"):
         assert_png(run_dir / "report" / f"{name}.png")

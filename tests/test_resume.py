@@ -21,7 +21,9 @@ ARGS = ["train", "--quiet", "--set", f"train.epochs={EPOCHS}", "--set", "data.li
 def _weights(h5_file):
     out = {}
     with h5py.File(h5_file, "r") as f:
-        f["model_weights"].visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f["model_weights"].visititems(
+            lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+        )
     return out
 
 
@@ -86,11 +88,11 @@ def _pruned_run(runs_dir):
     from fpgaprune.config import Config, ModelConfig
     from fpgaprune.masks import apply_masks, empty_masks, save_masks
     from fpgaprune.models import build_reference_cnn
+    from fpgaprune.process import reseed
     from fpgaprune.run import Run
-    from fpgaprune.training.fit import set_seed
 
     cfg = Config(runs_dir=str(runs_dir), model=ModelConfig(conv_filters=[4, 8], fc_units=16))
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(cfg.model)
     masks = empty_masks(model)
     masks["conv2"][0, 0] = masks["conv2"][1, 2] = True
@@ -149,7 +151,10 @@ def test_gradual_prune_killed_mid_round_resumes_to_the_unbroken_result(tmp_path)
     assert a.keys() == b.keys() and len(a) >= 8
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    rounds = [json.loads((r / "mnist_cnn" / "pruned" / "summary.json").read_text())["history"] for r in (tmp_path / "a", runs_b)]
+    rounds = [
+        json.loads((r / "mnist_cnn" / "pruned" / "summary.json").read_text())["history"]
+        for r in (tmp_path / "a", runs_b)
+    ]
     strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in h] for h in rounds]
     assert strip[0] == strip[1] and len(strip[0]) >= 3
     masks_a = np.load(tmp_path / "a" / "mnist_cnn" / "pruned" / "masks.npz")["conv2"]

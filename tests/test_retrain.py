@@ -13,8 +13,9 @@ from fpgaprune.cli import main
 from fpgaprune.config import Config, PruneConfig
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
 from fpgaprune.models import build_reference_cnn, load_model_file, load_saved_model
+from fpgaprune.process import reseed
 from fpgaprune.training import retrain
-from fpgaprune.training.fit import compile_model, make_optimizer, set_seed
+from fpgaprune.training.fit import compile_model, make_optimizer
 from fpgaprune.training.retrain import (
     fraction_schedule,
     masked_retrain,
@@ -35,7 +36,7 @@ def config(**prune) -> Config:
 @pytest.fixture(scope="module")
 def trained(small_data):
     """The reference CNN after 3 quick epochs on 600 images."""
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(Config().model)
     compile_model(model, make_optimizer("adam", 0.003), masked=False)
     model.fit(small_data.x_train, small_data.y_train, epochs=3, batch_size=32, verbose=0)
@@ -71,7 +72,9 @@ def test_masked_retrain_works_inside_fit_with_callbacks(tmp_path, trained, small
     cfg = replace(cfg, train=replace(cfg.train, momentum=0.9, nesterov=True))
     before = trained.get_weights()
     probe = ZerosAtEveryStep("conv2", masks["conv2"])
-    checkpoint = tf.keras.callbacks.ModelCheckpoint(str(tmp_path / "best.h5"), monitor="val_accuracy", save_best_only=True)
+    checkpoint = tf.keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "best.h5"), monitor="val_accuracy", save_best_only=True
+    )
     stop = tf.keras.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=10.0)  # stops after 2 epochs
     model, result = masked_retrain(trained, masks, small_data, cfg, verbose=0, callbacks=[probe, checkpoint, stop])
 
@@ -122,7 +125,9 @@ def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
     """Scripted validation accuracies: over budget once is tolerated, twice in a row stops."""
     script = iter([0.90, 0.95, 0.80, 0.90, 0.70, 0.70, 0.99])  # baseline, then rounds 1..6
     monkeypatch.setattr(retrain, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
-    cfg = config(layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epochs=0, max_accuracy_drop=0.05, patience=1)
+    cfg = config(
+        layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epochs=0, max_accuracy_drop=0.05, patience=1
+    )
     model, s = prune_gradual(trained, small_data, cfg, progress=False)
     assert [r["within_budget"] for r in s["history"]] == [True, True, False, True, False, False]
     assert s["kernels_pruned"]["conv2"] == int(np.ceil(0.3 * 1024))  # round 3, the last within budget
@@ -140,7 +145,9 @@ def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, traine
 
 
 @pytest.mark.parametrize("stop_after", [1, 2])
-def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(monkeypatch, tmp_path, trained, small_data, stop_after):
+def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(
+    monkeypatch, tmp_path, trained, small_data, stop_after
+):
     """Round 2 is over budget, so after it the kept model is round 1's, not the current one."""
     by_pruned = {0: 0.90, 103: 0.95, 205: 0.80, 308: 0.90, 410: 0.70, 512: 0.70}
     monkeypatch.setattr(retrain, "evaluate", lambda model, data: {
@@ -164,7 +171,9 @@ def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(monkeypatc
 
     resumed, summary = prune_gradual(trained, small_data, cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
     assert [r["within_budget"] for r in summary["history"]] == [True, True, False, True, False, False]
-    assert summary["history"] == [{**r, "seconds": s["seconds"]} for r, s in zip(expected["history"], summary["history"], strict=True)]
+    assert summary["history"] == [
+        {**r, "seconds": s["seconds"]} for r, s in zip(expected["history"], summary["history"], strict=True)
+    ]
     assert summary["kernels_pruned"]["conv2"] == 308
     for a, b in zip(unbroken.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -12,13 +12,14 @@ import yaml
 
 from fpgaprune.checkpoint import TrainingCheckpoint
 from fpgaprune.cli import main
-from fpgaprune.config import Config, ModelConfig, TrainConfig, TransferConfig, config_to_dict
+from fpgaprune.config import Config, DataConfig, ModelConfig, TrainConfig, TransferConfig, config_to_dict
 from fpgaprune.data import load_dataset
 from fpgaprune.errors import BadInput
 from fpgaprune.masks import apply_masks, masked_max_abs
 from fpgaprune.models import build_reference_cnn, save_model
+from fpgaprune.process import reseed
 from fpgaprune.run import Run
-from fpgaprune.training.fit import compile_model, fit, optimizer_from, set_seed
+from fpgaprune.training.fit import compile_model, fit, optimizer_from
 from fpgaprune.transfer.features import cache_features, split_at_trainable
 from fpgaprune.transfer.stage import freeze, prepare, select_task, transfer
 
@@ -39,10 +40,10 @@ def run(tmp_path_factory):
         model=TINY,
         train=TrainConfig(epochs=1, batch_size=32),
         transfer=TransferConfig(epochs=2, start_from="pruned"),
+        data=DataConfig(limit=600),
     )
-    cfg.data.limit = 600
     data = load_dataset("mnist-5k", limit=600, seed=cfg.seed)
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(TINY)
     compile_model(model, optimizer_from(cfg.train), masked=False)
     fit(model, data, 3, 32, verbose=0)
@@ -172,7 +173,8 @@ def test_training_only_the_inserted_layer(run):
     cfg, data, _ = run
     pruned, _ = Run(cfg).load("pruned")
     before = weights(pruned, ["conv1", "conv2", "fc1", "fc2"])
-    model, summary = transfer(pruned, data, with_transfer(cfg, insert_identity=True, train_inserted_only=True), verbose=0)
+    changes = with_transfer(cfg, insert_identity=True, train_inserted_only=True)
+    model, summary = transfer(pruned, data, changes, verbose=0)
     assert summary["trainable_layers"] == ["fc_identity"] and summary["cached_features"]
     after = weights(model, ["conv1", "conv2", "fc1", "fc2"])
     assert all(same(before[n], after[n]) for n in before)
@@ -184,7 +186,9 @@ def test_training_only_the_inserted_layer(run):
 def test_new_head_for_fewer_classes_reuses_the_rest(run):
     cfg, data, _ = run
     pruned, _ = Run(cfg).load("pruned")
-    changes = with_transfer(cfg, new_classes=3, classes=[7, 8, 9], per_class=50, train_last=2, epochs=15, learning_rate=0.01)
+    changes = with_transfer(
+        cfg, new_classes=3, classes=[7, 8, 9], per_class=50, train_last=2, epochs=15, learning_rate=0.01
+    )
     model, summary = transfer(pruned, data, changes, verbose=0)
     assert model.output_shape == (None, 3) and summary["new_layers"] == ["fc2"]
     assert 100 < summary["split_sizes"]["train"] <= 150 and summary["classes"] == 3
@@ -270,7 +274,11 @@ def bad_files(tmp_path_factory):
     head = tf.keras.Sequential([tf.keras.Input((64,)), tf.keras.layers.Dense(3, activation="softmax")])
     save_model(head, root / "head.h5")
     rng = np.random.RandomState(0)
-    np.savez(root / "rgb.npz", x_train=rng.rand(20, 32, 32, 3), y_train=rng.randint(0, 10, 20), x_test=rng.rand(5, 32, 32, 3), y_test=rng.randint(0, 10, 5))
+    np.savez(
+        root / "rgb.npz",
+        x_train=rng.rand(20, 32, 32, 3), y_train=rng.randint(0, 10, 20),
+        x_test=rng.rand(5, 32, 32, 3), y_test=rng.randint(0, 10, 5),
+    )
     return root
 
 
@@ -281,7 +289,10 @@ def bad_files(tmp_path_factory):
         (["--above", "softmax"], "nothing would train"),
         (["--set", "transfer.head={files}/head.h5"], "the new head takes inputs of shape (64,)"),
         (["--set", "transfer.dataset=npz:{files}/rgb.npz"], "images are (32, 32, 3), but the model takes (28, 28, 1)"),
-        (["--set", "transfer.classes=[5,6]", "--set", "transfer.insert_scale=[fc1]"], "'fc1' outputs (None, 16), not an image"),
+        (
+            ["--set", "transfer.classes=[5,6]", "--set", "transfer.insert_scale=[fc1]"],
+            "'fc1' outputs (None, 16), not an image",
+        ),
         (["--set", "transfer.unfreeze=5"], "transfer.unfreeze: 5 layers asked for, only 3 are frozen"),
         (["--set", "transfer.train_inserted_only=true"], "nothing is inserted"),
     ],

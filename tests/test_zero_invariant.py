@@ -19,8 +19,9 @@ from fpgaprune.hw.export import export_project
 from fpgaprune.hw.quantize import check_quantized_zeros, quantize_model
 from fpgaprune.masks import apply_masks, masked_max_abs, masks_of
 from fpgaprune.models import build_reference_cnn, load_saved_model, save_model
+from fpgaprune.process import reseed
 from fpgaprune.spec import parse_mask_spec, spec_to_masks
-from fpgaprune.training.fit import compile_model, fit, make_optimizer, set_seed
+from fpgaprune.training.fit import compile_model, fit, make_optimizer
 from fpgaprune.transfer.stage import transfer
 
 SPEC = {"conv1": [[0, 1], [0, 5]], "conv2": [[0, 0], [3, 5], [5, 2], [5, 7], [1, 1]]}
@@ -44,7 +45,7 @@ def test_masked_kernels_stay_zero_from_spec_to_hls_weights(tmp_path):
         export=ExportConfig(output_dir=str(tmp_path / "hls"), csim_images=8),
     )
     data = load_dataset("mnist-5k", limit=400, seed=0)
-    set_seed(0)
+    reseed(0)
     model = build_reference_cnn(cfg.model)
     masks = spec_to_masks(parse_mask_spec(SPEC), model)
     conv = {name: model.get_layer(name) for name in SPEC}

@@ -4,7 +4,7 @@ Read-only: nothing here changes the model it is given. `kernel_norms` measures e
 kernel `W[:, :, cin, cout]`; `ranked_table` lists them smallest first; `propose` turns the
 magnitudes into boolean masks (threshold, fraction per layer, global fraction, or an
 explicit mask spec); `sensitivity` and `sensitivity_sweep` measure the accuracy with kernels
-zeroed and no retraining; `macs` counts the multiplications a mask saves.
+zeroed and no retraining. `analyze` adds the multiplications a mask saves (`counts.py`).
 
     norms = kernel_norms(model, "l1")
     masks = propose(norms, "fraction", fraction=0.8, layers=["conv2"])
@@ -22,12 +22,14 @@ from tqdm.auto import tqdm
 from ..config import PruneConfig
 from ..data import Dataset
 from ..errors import BadInput
-from ..masks import check_masks, conv_layers, count_pruned
+from ..masks import check_masks, conv_layers
 from ..training.fit import accuracy
+from .counts import kernel_counts, macs_summary
 
 NORMS = ("l1", "l2", "max")
 SELECTIONS = ("threshold", "fraction", "global_fraction", "spec")
 SWEEP_FRACTIONS = (0.25, 0.5, 0.75, 0.9)
+QUANTILES = ("min", "q25", "median", "q75", "max")  # of each layer's magnitudes, in the summary
 
 
 def kernel_norms(
@@ -188,48 +190,6 @@ def sensitivity_sweep(
     return out
 
 
-def macs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = None) -> dict[str, tuple[int, int]]:
-    """Multiplications per inference, per Conv2D/QConv2D/Dense layer: (before, after masking).
-
-    A 2-D kernel of a conv layer costs kh * kw multiplications per output pixel, so each
-    pruned kernel saves kh * kw * out_h * out_w; a dense layer costs inputs x units.
-    """
-    masks = masks or {}
-    out = {}
-    for layer in _weighted_layers(model):
-        kernel = layer.kernel
-        if type(layer).__name__ in ("Conv2D", "QConv2D"):
-            kh, kw, cin, cout = kernel.shape
-            out_h, out_w = layer.output_shape[1:3]
-            per_kernel = int(kh * kw * out_h * out_w)
-            pruned = int(np.count_nonzero(masks[layer.name])) if layer.name in masks else 0
-            out[layer.name] = (per_kernel * cin * cout, per_kernel * (cin * cout - pruned))
-        else:
-            n = int(np.prod(kernel.shape))
-            out[layer.name] = (n, n)
-    return out
-
-
-def _weighted_layers(model):
-    names = ("Conv2D", "QConv2D", "Dense", "QDense")
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop(0)
-        if isinstance(layer, tf.keras.Model):
-            stack[:0] = layer.layers
-        elif type(layer).__name__ in names:
-            yield layer
-
-
-def kernel_counts(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
-    """Per conv layer and in total: kernels, pruned, kept."""
-    totals = {layer.name: int(np.prod(layer.kernel.shape[-2:])) for layer in conv_layers(model)}
-    pruned = count_pruned(masks)
-    out = {name: {"kernels": n, "pruned": pruned.get(name, 0), "kept": n - pruned.get(name, 0)} for name, n in totals.items()}
-    out["total"] = {key: sum(row[key] for row in out.values()) for key in ("kernels", "pruned", "kept")}
-    return out
-
-
 @dataclass
 class Analysis:
     """What `analyze` found: magnitudes, the proposed masks, and how much they cost."""
@@ -262,7 +222,6 @@ def analyze(
     )
     check_masks(model, masks)
     table = ranked_table(norms, masks)
-    cost = macs(model, masks)
     summary = {
         "stage": "analysis",
         "norm": cfg.norm,
@@ -272,10 +231,9 @@ def analyze(
         "fraction": cfg.fraction if cfg.select in ("fraction", "global_fraction") else None,
         "layers": layers,
         "kernels": kernel_counts(model, masks),
-        "macs_before": {**{k: v[0] for k, v in cost.items()}, "total": sum(v[0] for v in cost.values())},
-        "macs_after": {**{k: v[1] for k, v in cost.items()}, "total": sum(v[1] for v in cost.values())},
+        **macs_summary(model, masks),
         "magnitude_quantiles": {
-            name: dict(zip(("min", "q25", "median", "q75", "max"), np.quantile(m, [0, 0.25, 0.5, 0.75, 1]).tolist(), strict=True))
+            name: dict(zip(QUANTILES, np.quantile(m, [0, 0.25, 0.5, 0.75, 1]).tolist(), strict=True))
             for name, m in norms.items()
         },
     }

@@ -178,7 +178,8 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
         KERNELS_CSV: lambda p: write_table_csv(table, p),
     }
     if summary["masked_max_abs"] != 0.0:
-        raise WorkFailed(f"prune: pruned weights are not 0.0 after retraining (largest |w| {summary['masked_max_abs']})")
+        raise WorkFailed(f"prune: pruned weights are not 0.0 after retraining "
+                         f"(largest |w| {summary['masked_max_abs']})")
     summary["dataset"] = data.name
     summary["test_dataset"] = data.test_name if len(data.x_test) else None
     summary["warnings"] = pruning_warnings(summary["kernels_total"], summary["kernels_pruned"], summary["mode"],
@@ -237,7 +238,8 @@ def transfer(run: Run, cfg: Config, options: Options) -> StageResult:
                                   resume=options.resume)
     summary["start_from"] = cfg.transfer.start_from
     if summary["masked_max_abs"] != 0.0:
-        raise WorkFailed(f"transfer: pruned weights are not 0.0 after training (largest |w| {summary['masked_max_abs']})")
+        raise WorkFailed(f"transfer: pruned weights are not 0.0 after training "
+                         f"(largest |w| {summary['masked_max_abs']})")
     result = _transfer_result("transfer", summary, summary["accuracy_after"], summary["accuracy_split"])
     folder = run.save("transfer", model, result.with_summary(), force=options.force)
     remove_checkpoint(ckpt)

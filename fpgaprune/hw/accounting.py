@@ -5,6 +5,8 @@ Every figure for the pruned design is read back from the exported weight files
 "Unpruned" is the same layer with every weight non-zero (kh*kw*cin*cout multiplications).
 
 Model used (stated in the table):
+- multiplications per image: non-zero weights x output pixels, the formula the Keras-side
+  counts use too (`analysis.counts.mults_per_image`), so the two agree on the same model.
 - multipliers: Latency at reuse factor 1 builds one multiplier per non-zero weight (the HLS
   compiler removes products with a constant 0, and hls4ml counts them: `//Number of zeros`);
   Latency at RF > 1 and Resource build ceil(n/RF) multipliers whatever the zeros;
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.counts import mults_per_image
 from ..errors import BadInput
 from .export import read_manifest
 
@@ -131,7 +134,9 @@ def dsp_estimate(layer: dict, n_weights: int, used_multipliers: int) -> int:
     strategy = "Latency" if layer["strategy"] == "latency" else "Resource"
     precision = FixedPrecisionType(width=layer["weight_bits"], integer=1)
     attrs = hls4mlAttributes(1, 1, "io_stream", strategy, precision, precision, layer["reuse_factor"])
-    info = LayerAttributes(layer["name"], None, [], (n_weights,), (), (), True, OptimizationAttributes(), {"hls4ml_attributes": attrs})
+    info = LayerAttributes(
+        layer["name"], None, [], (n_weights,), (), (), True, OptimizationAttributes(), {"hls4ml_attributes": attrs}
+    )
     if VivadoDSPEstimator.layer_resources(info)[0] == 0:
         return 0
     return used_multipliers
@@ -162,8 +167,8 @@ def count_layer(project: Path, layer: dict) -> LayerCount:
         nonzero=nonzero,
         masked_weights=layer.get("masked_weights", 0),
         zeros_in_file_header=weights.nzeros,
-        mults_per_image_unpruned=n * layer["output_pixels"],
-        mults_per_image=nonzero * layer["output_pixels"],
+        mults_per_image_unpruned=mults_per_image(n, layer["output_pixels"]),
+        mults_per_image=mults_per_image(nonzero, layer["output_pixels"]),
         multipliers_unpruned=dense,
         multipliers=used,
         dsp_unpruned=dsp_dense,

@@ -17,7 +17,6 @@ project is never replaced without `force`. Besides hls4ml's files it holds:
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..config import Config, ExportConfig
 from ..errors import BadInput, WorkFailed
 from ..io import atomic_dir, read_json, write_json
 from ..masks import masks_of, strip_masks
-from .quantize import check_convertible, logits_model
+from .quantize import check_convertible, hls4ml_version, logits_model
 
 MANIFEST = "fpgaprune.json"
 HLS_MODEL = "model.fml"
@@ -227,7 +226,7 @@ def export_project(
             "maximum_size": hls_model.config.get_config_value("MaximumSize"),
             "export_config": asdict(ecfg),
             "source": source,
-            "hls4ml_version": _version("hls4ml"),
+            "hls4ml_version": hls4ml_version(),
             "testbench_images": int(len(x_tb)),
             "output_precision": str(hls_model.get_output_variables()[0].type.precision),
             "layers": layer_manifest(hls_model, qmodel, masks),
@@ -243,12 +242,6 @@ def _fix_output_dir(tmp: Path, final: Path) -> None:
         config_file.write_text(config_file.read_text().replace(str(tmp), str(final.resolve())))
 
 
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
-
-
 def read_manifest(folder: Path) -> dict:
     """The manifest of an exported project; a folder without one is a BadInput."""
     if not (folder / MANIFEST).is_file():
@@ -262,7 +255,3 @@ def same_settings(folder: Path, ecfg: ExportConfig) -> bool:
     current = json.loads(json.dumps(asdict(ecfg)))
     ignore = ("csim_images", "csim_workers", "output_dir")
     return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in current.items() if k not in ignore}
-
-
-def remove_project(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)

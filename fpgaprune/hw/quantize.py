@@ -15,21 +15,13 @@ on the quantized weights themselves.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import tensorflow as tf
 
 from ..config import Config, QuantizeConfig
 from ..data import Dataset
 from ..errors import BadInput, WorkFailed
-from ..masks import ChannelMask, apply_masks, conv_layers, masked_max_abs
-
-# QKeras layers serialize their quantizers through keras.constraints.serialize, which warns
-# on every save and clone although the result loads back correctly.
-warnings.filterwarnings("ignore", message=r"The `keras\.constraints\.serialize\(\)` API", category=UserWarning)
-# Rebuilding layers from their configs re-uses initializer configs; the weights are copied anyway.
-warnings.filterwarnings("ignore", message=r"The initializer \w+ is unseeded", category=UserWarning)
+from ..masks import ChannelMask, all_layers, apply_masks, conv_layers, masked_max_abs
 
 # Layers passed through unchanged: they only move, pick or pad values (bit-exact in hls4ml).
 PASS_THROUGH = {
@@ -74,10 +66,11 @@ def check_convertible(model: tf.keras.Model) -> None:
         if isinstance(layer, tf.keras.Model):
             raise BadInput(f"layer {layer.name!r} is a nested model ({kind}); flatten it into one model first")
         if kind not in supported:
-            raise BadInput(f"layer {layer.name!r} ({kind}) cannot be converted by hls4ml {_hls4ml_version()}")
+            raise BadInput(f"layer {layer.name!r} ({kind}) cannot be converted by hls4ml {hls4ml_version()}")
 
 
-def _hls4ml_version() -> str:
+def hls4ml_version() -> str:
+    """The installed hls4ml's version (error messages and export manifests name it)."""
     from importlib.metadata import version
 
     return version("hls4ml")
@@ -117,66 +110,77 @@ def _activation_name(layer) -> str:
 
 def build_quantized_model(model: tf.keras.Model, cfg: QuantizeConfig, masks: dict | None = None) -> tf.keras.Model:
     """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed."""
-    from qkeras import QActivation, QConv2D, QDense
-
     check_convertible(model)
-    weight_q, bias_q, relu_q, input_q = quantizers(cfg)
+    qs = quantizers(cfg)  # weight, bias, relu, input
+    input_q = qs[3]
     layers, inbound, input_names, output_names = _layer_graph(model)
     known = {layer.name for layer in layers}
     for name in cfg.layers:
         if name not in known:
             raise BadInput(f"quantize.layers.{name}: no such layer (layers: {', '.join(sorted(known))})")
-
-    def activation(x, kind: str, name: str):
-        if kind == "relu":
-            return QActivation(relu_q(name), name=name)(x)
-        if kind in ("linear", None):
-            return x
-        return tf.keras.layers.Activation(kind, name=name)(x)  # softmax (dropped at export), tanh...
-
     tensors: dict[str, tf.Tensor] = {}
-    new_inputs = []
+    new_inputs: list = []
     if isinstance(model, tf.keras.Sequential):
-        inp = tf.keras.Input(model.input_shape[1:], name="image")
-        new_inputs.append(inp)
-        tensors["__input__"] = QActivation(input_q(), name="input_quantizer")(inp)
-    copies: dict[str, str] = {}  # new weight layer -> old layer, to copy weights after building
+        tensors["__input__"] = _quantized_input(model.input_shape[1:], "image", "input_quantizer", input_q, new_inputs)
     for layer in layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
+        if type(layer).__name__ == "InputLayer":
             name = RESERVED_NAMES.get(layer.name, layer.name)
-            inp = tf.keras.Input(layer.input_shape[0][1:] if isinstance(layer.input_shape, list)
-                                 else layer.input_shape[1:], name=name)
-            new_inputs.append(inp)
-            tensors[layer.name] = QActivation(input_q(), name=f"{name}_quantizer")(inp)
+            shape = layer.input_shape[0][1:] if isinstance(layer.input_shape, list) else layer.input_shape[1:]
+            tensors[layer.name] = _quantized_input(shape, name, f"{name}_quantizer", input_q, new_inputs)
             continue
         args = [tensors[n] for n in inbound[layer.name]]
-        x = args[0] if len(args) == 1 else args
-        if kind in WEIGHT_TYPES:
-            config = _plain_weight_config(layer)
-            act = config.pop("activation")
-            cls = QConv2D if WEIGHT_TYPES[kind] == "QConv2D" else QDense
-            x = cls(**config, kernel_quantizer=weight_q(layer.name), bias_quantizer=bias_q(layer.name))(x)
-            copies[layer.name] = layer.name
-            act_name = act if isinstance(act, str) else "linear"
-            x = activation(x, act_name, f"{layer.name}_{act_name}")
-        elif kind in ACTIVATION_TYPES:
-            x = activation(x, _activation_name(layer), layer.name)
-        elif kind in PASS_THROUGH:
-            x = type(layer).from_config(layer.get_config())(x)
-        else:
-            raise BadInput(
-                f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes Conv2D, Dense "
-                "and ReLU, and passes pooling/reshaping through); fold or remove it first"
-            )
-        tensors[layer.name] = x
+        tensors[layer.name] = _quantized_layer(layer, args[0] if len(args) == 1 else args, qs)
     outputs = [tensors[n] for n in output_names]
     qmodel = tf.keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_q")
-    for name in copies:
-        qmodel.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    for layer in layers:  # weights are copied once the model is built
+        if type(layer).__name__ in WEIGHT_TYPES:
+            qmodel.get_layer(layer.name).set_weights(layer.get_weights())
     if masks:
         qmodel = apply_masks(qmodel, masks, prune_bias=_has_bias_masks(model))
     return qmodel
+
+
+def _quantized_input(shape, name: str, quantizer_name: str, input_q, inputs: list):
+    """A new Input (appended to `inputs`) and the input quantizer hls4ml needs right after it."""
+    from qkeras import QActivation
+
+    inp = tf.keras.Input(shape, name=name)
+    inputs.append(inp)
+    return QActivation(input_q(), name=quantizer_name)(inp)
+
+
+def _quantized_layer(layer, x, qs):
+    """`layer` applied to `x` as QKeras: Conv2D/Dense and ReLU quantized, pooling/reshaping as is."""
+    from qkeras import QConv2D, QDense
+
+    weight_q, bias_q, relu_q, _ = qs
+    kind = type(layer).__name__
+    if kind in WEIGHT_TYPES:
+        config = _plain_weight_config(layer)
+        act = config.pop("activation")
+        cls = QConv2D if WEIGHT_TYPES[kind] == "QConv2D" else QDense
+        x = cls(**config, kernel_quantizer=weight_q(layer.name), bias_quantizer=bias_q(layer.name))(x)
+        act_name = act if isinstance(act, str) else "linear"
+        return _activation(x, act_name, f"{layer.name}_{act_name}", relu_q)
+    if kind in ACTIVATION_TYPES:
+        return _activation(x, _activation_name(layer), layer.name, relu_q)
+    if kind in PASS_THROUGH:
+        return type(layer).from_config(layer.get_config())(x)
+    raise BadInput(
+        f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes Conv2D, Dense "
+        "and ReLU, and passes pooling/reshaping through); fold or remove it first"
+    )
+
+
+def _activation(x, kind: str | None, name: str, relu_q):
+    """ReLU as QActivation(quantized_relu); linear dropped; others (softmax, tanh...) kept as float."""
+    from qkeras import QActivation
+
+    if kind == "relu":
+        return QActivation(relu_q(name), name=name)(x)
+    if kind in ("linear", None):
+        return x
+    return tf.keras.layers.Activation(kind, name=name)(x)  # softmax (dropped at export), tanh...
 
 
 def _has_bias_masks(model) -> bool:
@@ -193,12 +197,18 @@ def _plain_weight_config(layer) -> dict:
 
 
 def quantized_kernels(model: tf.keras.Model) -> dict[str, np.ndarray]:
-    """Each QConv2D/QDense kernel after its quantizer: the values the hardware will hold."""
+    """Each layer's kernel as the hardware will hold it: after its quantizer for QKeras layers.
+
+    Float layers (a model not yet quantized) give their float kernels, so checks and plots
+    read every model the same way.
+    """
     out = {}
-    for layer in model.layers:
+    for layer in all_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
         q = getattr(layer, "kernel_quantizer_internal", None)
-        if q is not None:
-            out[layer.name] = np.asarray(q(tf.constant(layer.kernel)))
+        out[layer.name] = np.asarray(q(tf.constant(kernel)) if q is not None else kernel.numpy())
     return out
 
 
@@ -219,11 +229,12 @@ def bit_widths(model: tf.keras.Model) -> dict[str, dict]:
     out = {}
     for layer in model.layers:
         if hasattr(layer, "kernel_quantizer_internal"):
-            q = layer.kernel_quantizer_internal
-            out[layer.name] = {"kind": "weights", "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
+            kind, q = "weights", layer.kernel_quantizer_internal
         elif type(layer).__name__ == "QActivation":
-            q = layer.quantizer
-            out[layer.name] = {"kind": "activation", "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
+            kind, q = "activation", layer.quantizer
+        else:
+            continue
+        out[layer.name] = {"kind": kind, "bits": int(q.bits), "integer": int(q.integer), "quantizer": str(q)}
     return out
 
 
@@ -235,9 +246,10 @@ def quantize_model(
 
     With `checkpoint_dir` the fine-tuning saves every epoch and `resume` continues from there.
     """
-    from ..training.fit import compile_model, evaluate, fit, optimizer_from, set_seed
+    from ..process import reseed
+    from ..training.fit import compile_model, evaluate, fit, optimizer_from
 
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     q = cfg.quantize
     qmodel = build_quantized_model(model, q, masks)
     float_scores = evaluate(model, data)

@@ -139,12 +139,14 @@ def stages_section(run: RunData, figs: Figures) -> str:
             what += f" (trained {', '.join(s['trainable_layers'])}; {s.get('classes', '?')} classes)"
         if (s.get("demo") or {}).get("scratch_accuracy") is not None:
             what += f"; the same network from scratch: {s['demo']['scratch_accuracy']:.4f}"
-        rows.append({"stage": stage, "status": _status(run, stage), "validation accuracy": val, "test accuracy": test, "what": what})
+        status = _status(run, stage)
+        rows.append({"stage": stage, "status": status, "validation accuracy": val, "test accuracy": test, "what": what})
     what = "fixed-point C simulation of the exported project"
     for backend, csim in run.csims.items():
         split = "validation accuracy" if str((csim or {}).get("split")).startswith("val") else "test accuracy"
         name = f"C-sim ({backend})"
-        rows.append({"stage": name, "status": _status(run, name) if csim else NOT_RUN, split: (csim or {}).get("accuracy_csim"), "what": what})
+        status = _status(run, name) if csim else NOT_RUN
+        rows.append({"stage": name, "status": status, split: (csim or {}).get("accuracy_csim"), "what": what})
     if not run.csims:
         rows.append({"stage": "C-sim", "status": NOT_RUN, "what": what})
     return table(rows, ["stage", "status", "validation accuracy", "test accuracy", "what"])
@@ -164,7 +166,8 @@ def analysis_section(run: RunData, figs: Figures) -> str:
             "MACs after": summary.get("macs_after", {}),
             "median magnitude": {k: v.get("median") for k, v in quantiles.items()},
         })
-        settings = ", ".join(f"{k} {_fmt(summary.get(k))}" for k in ("norm", "normalize", "select", "threshold", "fraction"))
+        keys = ("norm", "normalize", "select", "threshold", "fraction")
+        settings = ", ".join(f"{k} {_fmt(summary.get(k))}" for k in keys)
         parts += [_note(f"settings: {settings}"), table(rows)]
         zeroed, unpruned = summary.get("accuracy_zeroed"), summary.get("accuracy_unpruned")
         if zeroed and unpruned:
@@ -305,7 +308,8 @@ def hardware_section(run: RunData, figs: Figures) -> str:
             parts.append(_note(f"{_esc(backend)}: could not read the exported project: {_esc(acc['error'])}"))
             continue
         rows = acc.get("layers", [])
-        parts.append(f"<h3>{_esc(backend)}</h3>" + table([*rows, {"name": "total", **(acc.get("total") or {})}], HARDWARE_COLUMNS))
+        total = {"name": "total", **(acc.get("total") or {})}
+        parts.append(f"<h3>{_esc(backend)}</h3>" + table([*rows, total], HARDWARE_COLUMNS))
         cut = acc.get("conv_nonzero_mults_cut")
         parts.append(_note(
             (f"conv multiplications per image cut by {100 * cut:.1f}%. " if cut is not None else "")
@@ -314,8 +318,11 @@ def hardware_section(run: RunData, figs: Figures) -> str:
         parts.extend(_note(_esc(w)) for w in acc.get("warnings", []))
         before = {r["name"]: r["mults_per_image_unpruned"] for r in rows}
         after = {r["name"]: r["mults_per_image"] for r in rows}
-        parts.append(figs.add(f"multiplications_{backend}.png", f"{backend}: multiplications per layer in the exported weights",
-                              lambda f, b=before, a=after: plots.multiplications(b, a, f, title="non-zero multiplications (exported weights)")))
+        title = "non-zero multiplications (exported weights)"
+        parts.append(figs.add(
+            f"multiplications_{backend}.png", f"{backend}: multiplications per layer in the exported weights",
+            lambda f, b=before, a=after, t=title: plots.multiplications(b, a, f, title=t),
+        ))
     return "".join(parts) or _not_run("hardware accounting", "make hls")
 
 
@@ -351,7 +358,8 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
             raise BadInput(f"{option('layer')} {layer!r}: not a conv layer of this run's model ({', '.join(outputs)})")
         grid_layer, grid_channel = _grid_choice(run)
         if not 0 <= grid_channel < outputs[grid_layer]:
-            raise BadInput(f"{option('channel')} {grid_channel}: {grid_layer} has output channels 0..{outputs[grid_layer] - 1}")
+            last = outputs[grid_layer] - 1
+            raise BadInput(f"{option('channel')} {grid_channel}: {grid_layer} has output channels 0..{last}")
     with atomic_dir(report_dir(cfg), force=True) as folder:
         figs = Figures(folder)
         sections = tqdm(SECTIONS, desc="report", disable=not progress, leave=False)
@@ -384,7 +392,8 @@ figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: 0.85e
 def render_page(cfg: Config, body: dict[str, str]) -> str:
     nav = "".join(f"<a href='#{sid}'>{_esc(title)}</a>" for sid, title in SECTIONS)
     sections = "".join(
-        f"<section id='{sid}'><h2>{_esc(title)}</h2>{body.get(sid, _note(NOT_RUN))}</section>" for sid, title in SECTIONS
+        f"<section id='{sid}'><h2>{_esc(title)}</h2>{body.get(sid, _note(NOT_RUN))}</section>"
+        for sid, title in SECTIONS
     )
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fpgaprune run {_esc(cfg.name)}</title>"

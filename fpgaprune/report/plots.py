@@ -286,34 +286,15 @@ def multiplications(
     return _save(fig, path)
 
 
-def quantized_weight_values(model) -> dict[str, np.ndarray]:
-    """Per weighted layer, the kernel as the hardware sees it: quantized for QKeras layers."""
-    out = {}
-    for layer in _weighted_layers(model):
-        kernel = layer.kernel
-        quantizer = getattr(layer, "kernel_quantizer_internal", None)
-        values = quantizer(kernel) if quantizer is not None else kernel
-        out[layer.name] = np.asarray(values).ravel()
-    return out
-
-
-def _weighted_layers(model):
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop(0)
-        if hasattr(layer, "layers") and not hasattr(layer, "kernel"):
-            stack[:0] = layer.layers
-        elif getattr(layer, "kernel", None) is not None:
-            yield layer
-
-
 def quantized_weights(model, path: str | Path) -> Path:
     """Distribution of each layer's (quantized) weight values; the zeros are counted in the title.
 
     For a QKeras model the values are the quantizer's output, so the bars sit on the
     fixed-point levels; a float model shows its float weights.
     """
-    values = quantized_weight_values(model)
+    from ..hw.quantize import quantized_kernels
+
+    values = {name: kernel.ravel() for name, kernel in quantized_kernels(model).items()}
     if not values:
         raise BadInput("quantized weights plot: the model has no weighted layers")
     fig, axes = _panels(len(values), 2.6)
@@ -329,7 +310,8 @@ def quantized_weights(model, path: str | Path) -> Path:
             ax.hist(w, bins=min(128, len(levels)), color=KEPT_COLOR)
             kind = f"{len(levels)} distinct values"
         ax.set_yscale("log")
-        ax.set_title(f"{name}: {w.size} weights, {kind}, {zeros} zeros ({100.0 * zeros / max(w.size, 1):.1f}%)", fontsize=8)
+        share = 100.0 * zeros / max(w.size, 1)
+        ax.set_title(f"{name}: {w.size} weights, {kind}, {zeros} zeros ({share:.1f}%)", fontsize=8)
         ax.set_xlabel("weight value", fontsize=8)
         ax.set_ylabel("count", fontsize=8)
         ax.tick_params(labelsize=7)

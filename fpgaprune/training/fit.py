@@ -15,20 +15,8 @@ import tensorflow as tf
 
 from ..checkpoint import TrainingCheckpoint, epoch_batches
 from ..config import Config, TrainConfig
-from ..data import Dataset
-from ..errors import BadInput
+from ..data import Dataset, check_fits
 from ..masks import masked_optimizer
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TF, and ask TF for deterministic kernels.
-
-    Dropout then draws from a `tf.random.Generator` (for layers built after this call), whose
-    state a checkpoint can save, so a resumed run draws the same masks as an unbroken one.
-    """
-    tf.keras.backend.experimental.enable_tf_random_generator()
-    tf.keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0, nesterov: bool = False):
@@ -83,20 +71,6 @@ class EpochTimer(tf.keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def check_data_fits(model: tf.keras.Model, data: Dataset) -> None:
-    """BadInput unless the images fit the model's input and the labels its outputs."""
-    expected = tuple(model.input_shape[1:])
-    for split, x, y in (("train", data.x_train, data.y_train), ("validation", data.x_val, data.y_val),
-                        ("test", data.x_test, data.y_test)):
-        if len(x) == 0:
-            continue
-        if any(e is not None and e != a for e, a in zip(expected, x.shape[1:], strict=False)) or len(expected) != x.ndim - 1:
-            raise BadInput(f"data {data.name}: {split} images are {x.shape[1:]}, the model expects {expected}")
-        classes = model.output_shape[-1]
-        if int(y.max()) >= classes:
-            raise BadInput(f"data {data.name}: {split} labels go up to {int(y.max())}, the model has {classes} outputs")
-
-
 class RecordHistory(tf.keras.callbacks.Callback):
     """Appends each epoch's logs to `history` (which a resumed run starts from)."""
 
@@ -107,6 +81,55 @@ class RecordHistory(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
             self.history_so_far.setdefault(key, []).append(float(value))
+
+
+@dataclass
+class TrainingCallbacks:
+    """What a training loop starts from: the first epoch, the history so far, the callbacks."""
+
+    first_epoch: int
+    history: dict[str, list[float]]
+    callbacks: list
+    checkpoint: TrainingCheckpoint | None = None
+
+    def finish(self) -> None:
+        """Checkpoint the final weights (early stopping's best) and mark training as over."""
+        if self.checkpoint is not None:
+            self.checkpoint.finish(self.history)
+
+
+def training_callbacks(
+    model: tf.keras.Model,
+    epochs: int,
+    *,
+    patience: int | None,
+    validation: bool,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    record_history: bool = True,
+) -> TrainingCallbacks:
+    """Early stopping, resume and per-epoch checkpoints, wired the same for every training loop.
+
+    Early stopping needs a validation split (it watches val_accuracy) and restores the best
+    weights. `resume` starts from the last checkpoint in `checkpoint_dir`, if any. The
+    checkpoint callback comes last, so it saves a history that already holds the epoch;
+    `record_history` adds the recorder Keras `fit` needs (`fit_head` records its own).
+    `model` must be compiled: the checkpoint holds its optimizer.
+    """
+    callbacks: list = []
+    if patience and validation:
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
+        )
+    first_epoch, history = 0, {}
+    checkpoint = TrainingCheckpoint(checkpoint_dir, model) if checkpoint_dir is not None else None
+    if checkpoint is not None and resume and checkpoint.exists():
+        first_epoch, history = checkpoint.resume(epochs)
+    if record_history:
+        callbacks.append(RecordHistory(history))
+    if checkpoint is not None:
+        callbacks.append(checkpoint.callback(history))
+    return TrainingCallbacks(first_epoch, history, callbacks, checkpoint)
 
 
 def fit(
@@ -128,37 +151,23 @@ def fit(
     weights, optimizer and dropout state are saved after every epoch; `resume` restores the
     last of them, if any, and continues, reaching the same weights as an uninterrupted run.
     """
-    check_data_fits(model, data)
+    check_fits(model, data)
     timer = EpochTimer()
-    cbs = [timer, *(callbacks or [])]
     has_val = len(data.x_val) > 0
-    if patience and has_val:
-        cbs.append(
-            tf.keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", patience=patience, restore_best_weights=True
-            )
-        )
-    first_epoch, history = 0, {}
-    checkpoint = TrainingCheckpoint(checkpoint_dir, model) if checkpoint_dir is not None else None
-    if checkpoint is not None and resume and checkpoint.exists():
-        first_epoch, history = checkpoint.resume(epochs)
-    cbs.append(RecordHistory(history))
-    if checkpoint is not None:
-        cbs.append(checkpoint.callback(history))
-    steps = -(-len(data.x_train) // batch_size)
-    if first_epoch < epochs:
+    loop = training_callbacks(model, epochs, patience=patience, validation=has_val,
+                              checkpoint_dir=checkpoint_dir, resume=resume)
+    if loop.first_epoch < epochs:
         model.fit(
-            epoch_batches(data.x_train, data.y_train, batch_size, seed, first_epoch, epochs),
-            steps_per_epoch=steps,
+            epoch_batches(data.x_train, data.y_train, batch_size, seed, loop.first_epoch, epochs),
+            steps_per_epoch=-(-len(data.x_train) // batch_size),
             epochs=epochs,
-            initial_epoch=first_epoch,
+            initial_epoch=loop.first_epoch,
             validation_data=(data.x_val, data.y_val) if has_val else None,
-            callbacks=cbs,
+            callbacks=[timer, *(callbacks or []), *loop.callbacks],
             verbose=verbose,
         )
-    if checkpoint is not None:
-        checkpoint.finish(history)
-    return FitResult(len(history.get("loss", [])), history, timer.seconds)
+    loop.finish()
+    return FitResult(len(loop.history.get("loss", [])), loop.history, timer.seconds)
 
 
 def accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float | None:
@@ -171,7 +180,7 @@ def accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
 
 def evaluate(model: tf.keras.Model, data: Dataset) -> dict[str, float | None]:
     """Validation and test accuracy (None where the dataset has no such split)."""
-    check_data_fits(model, data)
+    check_fits(model, data)
     return {
         "val_accuracy": accuracy(model, data.x_val, data.y_val),
         "test_accuracy": accuracy(model, data.x_test, data.y_test),
@@ -188,7 +197,7 @@ def train_baseline(
 ):
     """Train `model` from the config's train section; return it with its summary dict.
 
-    Call `set_seed(cfg.seed)` before building `model`, so its initial weights are seeded too.
+    Call `process.reseed(cfg.seed)` before building `model`, so its initial weights are seeded too.
     """
     t = cfg.train
     compile_model(model, optimizer_from(t), masked=False)

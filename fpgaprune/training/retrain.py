@@ -18,19 +18,22 @@ work as in any training.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from ..analysis.kernels import check_layers, kernel_counts, kernel_norms, macs, propose
+from ..analysis.counts import kernel_counts, macs_summary
+from ..analysis.kernels import check_layers, kernel_norms, propose
 from ..checkpoint import RoundCheckpoint, remove_checkpoint
 from ..config import Config, PruneConfig, config_to_dict
 from ..data import Dataset
 from ..errors import BadInput
 from ..masks import apply_masks, masked_max_abs, masks_of
-from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, set_seed
+from ..process import reseed
+from .fit import FitResult, compile_model, evaluate, fit, optimizer_from
 
 
 def fraction_schedule(p: PruneConfig) -> list[float]:
@@ -90,7 +93,7 @@ def prune_oneshot(
     """Zero the `masks` kernels of a copy of `model` and retrain it once (checkpointed as `fit` is)."""
     start = time.perf_counter()
     baseline = evaluate(model, data)
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     pruned, result = masked_retrain(
         model, masks, data, cfg, verbose=verbose, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume
     )
@@ -102,6 +105,20 @@ def prune_oneshot(
     ]
     summary = prune_summary(pruned, all_masks, baseline, after, cfg, "oneshot", history, time.perf_counter() - start)
     return pruned, summary
+
+
+@dataclass
+class _GradualState:
+    """Where gradual pruning stands: what a round checkpoint saves and a resumed run restores."""
+
+    history: list[dict]
+    current: tf.keras.Model  # the last round's model (pruning continues from it)
+    current_masks: dict[str, np.ndarray]
+    kept: tf.keras.Model  # the last model within budget (the input model before any round)
+    kept_masks: dict[str, np.ndarray]
+    kept_scores: dict
+    rounds_done: int = 0
+    misses: int = 0  # rounds over budget in a row
 
 
 def prune_gradual(
@@ -124,65 +141,85 @@ def prune_gradual(
     the last of them and ends where an uninterrupted run would.
     """
     p = cfg.prune
-    if p.select not in ("fraction", "global_fraction"):
-        raise BadInput(f"prune.select: gradual mode raises a fraction; use 'fraction' or 'global_fraction', not {p.select!r}")
-    if len(data.x_val) == 0:
-        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+    _check_gradual(p, data)
     start = time.perf_counter()
     layers = check_layers(model, p.layers)
     baseline = evaluate(model, data)
     floor = baseline["val_accuracy"] - p.max_accuracy_drop
-
-    kept_model, kept_masks, kept_scores = model, masks_of(model), baseline
-    current, current_masks, misses = model, kept_masks, 0
-    history = [_round(0, 0.0, {}, baseline, None, True)]
-    rounds_done = 0
     saved = RoundCheckpoint(Path(checkpoint_dir) / "rounds") if checkpoint_dir is not None else None
-    if saved is not None and resume and saved.exists():
-        state, models = saved.load()
-        rounds_done, history, misses, kept_scores = state["round"], state["history"], state["misses"], state["kept_scores"]
-        current = models["current"]
-        kept_model = models.get("kept", current) if state["kept"] != "baseline" else model
-        current_masks, kept_masks = masks_of(current), masks_of(kept_model)
+    state = _start_gradual(model, baseline, saved if resume else None)
     schedule = fraction_schedule(p)
-    stop = rounds_done and misses > p.patience
-    rounds = tqdm(schedule, desc="gradual pruning", unit="round", initial=rounds_done, disable=not progress)
-    for i, fraction in enumerate([] if stop else schedule[rounds_done:], start=rounds_done + 1):
-        set_seed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
-        norms = kernel_norms(current, p.norm, p.normalize)
-        masks = propose(norms, p.select, fraction=fraction, layers=layers, already=current_masks)
+    stop = state.rounds_done and state.misses > p.patience
+    rounds = tqdm(schedule, desc="gradual pruning", unit="round", initial=state.rounds_done, disable=not progress)
+    for i, fraction in enumerate([] if stop else schedule[state.rounds_done :], start=state.rounds_done + 1):
         epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
-        current, result = masked_retrain(
-            current, masks, data, cfg, seed=cfg.seed + i, verbose=verbose, callbacks=callbacks,
-            checkpoint_dir=epochs_dir, resume=resume,
-        )
-        current_masks = masks
-        scores = evaluate(current, data)
-        within = scores["val_accuracy"] >= floor - 1e-9
-        history.append(_round(i, fraction, masks, scores, result, within))
+        _prune_round(state, i, fraction, data, cfg, layers, floor,
+                     verbose=verbose, callbacks=callbacks, checkpoint_dir=epochs_dir, resume=resume)
         if progress:
-            rounds.write(_round_line(history[-1], floor, misses + 1 > p.patience))
-        if within:
-            kept_model, kept_masks, kept_scores, misses = current, masks, scores, 0
-        else:
-            misses += 1
+            rounds.write(_round_line(state.history[-1], floor, state.misses > p.patience))
         if saved is not None:
-            kept = "baseline" if kept_model is model else ("current" if kept_model is current else "kept")
-            models = {"current": current, **({"kept": kept_model} if kept == "kept" else {})}
-            saved.save(i, {"history": history, "misses": misses, "kept": kept, "kept_scores": kept_scores}, models)
+            _save_round(saved, state, model)
             remove_checkpoint(epochs_dir)
         rounds.update()
-        if misses > p.patience:
+        if state.misses > p.patience:
             break
     rounds.close()
 
-    if kept_model is model:  # not even the first step fitted the budget: an unpruned copy
-        kept_model = apply_masks(model, kept_masks)
-    summary = prune_summary(
-        kept_model, kept_masks, baseline, kept_scores, cfg, "gradual", history, time.perf_counter() - start
-    )
+    kept = apply_masks(model, state.kept_masks) if state.kept is model else state.kept  # no round fitted: a copy
+    seconds = time.perf_counter() - start
+    summary = prune_summary(kept, state.kept_masks, baseline, state.kept_scores, cfg, "gradual", state.history, seconds)
     summary["val_accuracy_floor"] = floor
-    return kept_model, summary
+    return kept, summary
+
+
+def _check_gradual(p: PruneConfig, data: Dataset) -> None:
+    if p.select not in ("fraction", "global_fraction"):
+        raise BadInput(
+            f"prune.select: gradual mode raises a fraction; use 'fraction' or 'global_fraction', not {p.select!r}"
+        )
+    if len(data.x_val) == 0:
+        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+
+
+def _start_gradual(model: tf.keras.Model, baseline: dict, saved: RoundCheckpoint | None) -> _GradualState:
+    """Round 0 (the input model, within budget by definition), or the last saved round."""
+    masks = masks_of(model)
+    if saved is None or not saved.exists():
+        return _GradualState([_round(0, 0.0, {}, baseline, None, True)], model, masks, model, masks, baseline)
+    state, models = saved.load()
+    current = models["current"]
+    kept = models.get("kept", current) if state["kept"] != "baseline" else model
+    return _GradualState(
+        state["history"], current, masks_of(current), kept, masks_of(kept), state["kept_scores"],
+        rounds_done=state["round"], misses=state["misses"],
+    )
+
+
+def _prune_round(state: _GradualState, i: int, fraction: float, data: Dataset, cfg: Config, layers, floor: float,
+                 **fit_options) -> None:
+    """Round i: prune `fraction` of the current model's kernels, retrain, keep it if within budget."""
+    p = cfg.prune
+    reseed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
+    norms = kernel_norms(state.current, p.norm, p.normalize)
+    masks = propose(norms, p.select, fraction=fraction, layers=layers, already=state.current_masks)
+    state.current, result = masked_retrain(state.current, masks, data, cfg, seed=cfg.seed + i, **fit_options)
+    state.current_masks = masks
+    scores = evaluate(state.current, data)
+    within = scores["val_accuracy"] >= floor - 1e-9
+    state.history.append(_round(i, fraction, masks, scores, result, within))
+    if within:
+        state.kept, state.kept_masks, state.kept_scores, state.misses = state.current, masks, scores, 0
+    else:
+        state.misses += 1
+    state.rounds_done = i
+
+
+def _save_round(saved: RoundCheckpoint, state: _GradualState, model: tf.keras.Model) -> None:
+    """Checkpoint the finished round; the kept model is saved only when it is neither input nor current."""
+    kept = "baseline" if state.kept is model else ("current" if state.kept is state.current else "kept")
+    models = {"current": state.current, **({"kept": state.kept} if kept == "kept" else {})}
+    loop = {"history": state.history, "misses": state.misses, "kept": kept, "kept_scores": state.kept_scores}
+    saved.save(state.rounds_done, loop, models)
 
 
 def _fraction(model, masks) -> float:
@@ -209,7 +246,8 @@ def _round_line(row: dict, floor: float, last: bool) -> str:
     test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
     verdict = "within budget" if row["within_budget"] else f"over budget (val < {floor:.4f})"
     verdict += "; stop" if last and not row["within_budget"] else ""
-    return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): val {row['val_accuracy']:.4f}{test}: {verdict}"
+    val = f"val {row['val_accuracy']:.4f}{test}"
+    return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): {val}: {verdict}"
 
 
 def prune_summary(
@@ -224,15 +262,13 @@ def prune_summary(
 ) -> dict:
     """The pruned stage's summary.json: kernels, MACs, accuracy before/after, the invariant."""
     counts = kernel_counts(model, masks)
-    cost = macs(model, masks)
     metric = "test_accuracy" if after["test_accuracy"] is not None else "val_accuracy"
     return {
         "stage": "pruned",
         "mode": mode,
         "kernels_total": {name: row["kernels"] for name, row in counts.items()},
         "kernels_pruned": {name: row["pruned"] for name, row in counts.items()},
-        "macs_before": {**{k: v[0] for k, v in cost.items()}, "total": sum(v[0] for v in cost.values())},
-        "macs_after": {**{k: v[1] for k, v in cost.items()}, "total": sum(v[1] for v in cost.values())},
+        **macs_summary(model, masks),
         "accuracy_metric": metric,
         "accuracy_baseline": baseline[metric],
         "accuracy_after": after[metric],

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from ..analysis.counts import macs
 from .heads import is_random_in_training
 
 
@@ -57,7 +58,8 @@ def split_at_trainable(model: tf.keras.Model) -> Split:
     cut_tensor = model.layers[trainable[0]].get_input_at(0)
     while True:
         if isinstance(cut_tensor, list | tuple):
-            return Split(None, None, None, f"the lowest trainable layer {model.layers[trainable[0]].name!r} has several inputs")
+            lowest = model.layers[trainable[0]].name
+            return Split(None, None, None, f"the lowest trainable layer {lowest!r} has several inputs")
         below = _producer(model, cut_tensor)
         if isinstance(below, tf.keras.layers.InputLayer):
             return Split(None, None, None, "no frozen layers below the trainable ones")
@@ -114,22 +116,8 @@ def cache_features(
     return out
 
 
-def layer_macs(model: tf.keras.Model) -> dict[str, int]:
-    """Multiply-accumulates per image of each layer with a kernel (conv, depthwise, dense)."""
-    macs = {}
-    for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            kernel = getattr(layer, "depthwise_kernel", None)
-        if kernel is None or not isinstance(layer.output_shape, tuple):
-            continue
-        positions = int(np.prod(layer.output_shape[1:-1])) if len(layer.output_shape) > 2 else 1
-        macs[layer.name] = int(np.prod(kernel.shape)) * positions
-    return macs
-
-
 def speedup_bound(model: tf.keras.Model, head_layers: list[str]) -> float | None:
     """MACs of the whole model over MACs of `head_layers`: what caching can save at most."""
-    macs = layer_macs(model)
-    head = sum(macs.get(name, 0) for name in head_layers)
-    return sum(macs.values()) / head if head else None
+    before = {name: pair[0] for name, pair in macs(model).items()}
+    head = sum(before.get(name, 0) for name in head_layers)
+    return sum(before.values()) / head if head else None

@@ -86,7 +86,8 @@ def copy_graph(model, tensors: dict, *, seed=None, insert_before=None, insert_af
 def rebuild(model: tf.keras.Model, *, seed=None, **edits) -> tf.keras.Model:
     """A copy of `model` (fresh layers, same weights) with the `copy_graph` edits applied."""
     inputs = [tf.keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
-    outputs, _ = copy_graph(model, {id(t): new for t, new in zip(model.inputs, inputs, strict=True)}, seed=seed, **edits)
+    replaced = {id(t): new for t, new in zip(model.inputs, inputs, strict=True)}
+    outputs, _ = copy_graph(model, replaced, seed=seed, **edits)
     return tf.keras.Model(inputs, outputs, name=model.name)
 
 
@@ -124,7 +125,8 @@ def replace_head(
         )
     first_dropped = dense[-replace_top]
     inputs = [tf.keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
-    kept, attach = copy_graph(model, dict(zip(map(id, model.inputs), inputs, strict=True)), seed=seed, drop_from=first_dropped.name)
+    replaced = dict(zip(map(id, model.inputs), inputs, strict=True))
+    kept, attach = copy_graph(model, replaced, seed=seed, drop_from=first_dropped.name)
     if kept or attach is None or isinstance(attach, list):
         raise BadInput(
             f"transfer: cannot replace the head above {first_dropped.name!r}: the model's output "

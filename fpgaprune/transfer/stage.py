@@ -21,15 +21,18 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ..checkpoint import TrainingCheckpoint
 from ..config import Config
-from ..data import Dataset
+from ..data import Dataset, check_fits
 from ..errors import BadInput
 from ..masks import count_pruned, masked_max_abs, masks_of
-from ..training.fit import accuracy, compile_model, optimizer_from, set_seed
+from ..process import reseed
+from ..training.fit import accuracy, compile_model, optimizer_from, training_callbacks
 from .features import Split, cache_features, speedup_bound, split_at_trainable
 from .headfit import fit_head
 from .heads import dense_layers, insert_identity, insert_scale, rebuild, replace_head
+
+# How a transfer fixes labels its model has no outputs for (the end of check_fits' message).
+LABEL_HINT = "set transfer.new_classes for a new head (or transfer.classes to keep fewer labels)"
 
 
 @dataclass
@@ -70,25 +73,12 @@ def select_task(data: Dataset, classes: list[int] | None = None, per_class: int 
     for c in classes or []:
         if not np.any(data.y_train == c):
             raise BadInput(f"transfer.classes: the training data has no images of class {c}")
-    n = len(classes) if classes is not None else data.num_classes
-    return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test, num_classes=n)
-
-
-def check_data(model: tf.keras.Model, data: Dataset) -> None:
-    """Raise BadInput unless the images fit the model's input and the labels its outputs."""
-    want = tuple(model.input_shape[1:])
-    for split, x in (("training", data.x_train), ("validation", data.x_val), ("test", data.x_test)):
-        if len(x) and tuple(x.shape[1:]) != want:
-            raise BadInput(f"data {data.name}: {split} images are {tuple(x.shape[1:])}, but the model takes {want}")
-    if len(data.x_train) == 0:
+    if len(x_train) == 0:
         raise BadInput(f"data {data.name}: no training images left for the transfer")
-    outputs = int(model.output_shape[-1])
-    top = max(int(y.max()) for y in (data.y_train, data.y_val, data.y_test) if len(y))
-    if top >= outputs:
-        raise BadInput(
-            f"data {data.name}: labels go up to {top} but the model has {outputs} outputs; "
-            "set transfer.new_classes for a new head (or transfer.classes to keep fewer labels)"
-        )
+    n = len(classes) if classes is not None else data.num_classes
+    return replace(
+        data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test, num_classes=n
+    )
 
 
 def choose_trainable(model: tf.keras.Model, cfg, new_layers: list[str], inserted: list[str]) -> list[str]:
@@ -121,7 +111,9 @@ def prepare(model: tf.keras.Model, cfg: Config) -> Plan:
     new_layers, inserted = [], []
     if t.new_classes is not None or t.head is not None:
         head = load_model_file(t.head, allow_custom_code=cfg.model.allow_custom_code) if t.head else None
-        edited, new_layers = replace_head(model, new_classes=t.new_classes, head=head, replace_top=t.replace_top, seed=cfg.seed)
+        edited, new_layers = replace_head(
+            model, new_classes=t.new_classes, head=head, replace_top=t.replace_top, seed=cfg.seed
+        )
     else:
         edited = rebuild(model, seed=cfg.seed)
     if t.insert_scale:
@@ -184,32 +176,20 @@ def train_layers(
         else:
             frozen = split.frozen
     compile_model(net, optimizer_from(cfg.train, t.optimizer, learning_rate))  # masked; callbacks find it
-    callbacks, first_epoch, history = [], 0, {}
-    if cfg.train.early_stopping_patience and len(x_val):
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=cfg.train.early_stopping_patience, restore_best_weights=True
-        ))
-    checkpoint = TrainingCheckpoint(checkpoint_dir, net) if checkpoint_dir is not None else None
-    if checkpoint is not None:
-        if resume and checkpoint.exists():
-            first_epoch, history = checkpoint.resume(epochs)
-        callbacks.append(checkpoint.callback(history))
+    loop = training_callbacks(
+        net, epochs, patience=cfg.train.early_stopping_patience, validation=len(x_val) > 0,
+        checkpoint_dir=checkpoint_dir, resume=resume, record_history=False,
+    )
     result = fit_head(
         net, x_train, data.y_train, x_val, data.y_val, optimizer=net.optimizer, batch_size=cfg.train.batch_size,
-        epochs=epochs, seed=cfg.seed, frozen=frozen, first_epoch=first_epoch, history=history,
-        callbacks=callbacks, jit=t.jit_compile, verbose=verbose,
+        epochs=epochs, seed=cfg.seed, frozen=frozen, first_epoch=loop.first_epoch, history=loop.history,
+        callbacks=loop.callbacks, jit=t.jit_compile, verbose=verbose,
     )
-    if checkpoint is not None:
-        checkpoint.finish(history)
-    info.update(epochs=result.epochs, epoch_seconds=result.epoch_seconds, compiled=result.compiled, history=history)
+    loop.finish()
+    info.update(
+        epochs=result.epochs, epoch_seconds=result.epoch_seconds, compiled=result.compiled, history=loop.history
+    )
     return info
-
-
-def eval_split(data: Dataset) -> tuple[np.ndarray, np.ndarray, str]:
-    """The test split where there is one, else the validation split."""
-    if len(data.x_test):
-        return data.x_test, data.y_test, "test"
-    return data.x_val, data.y_val, "validation"
 
 
 def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1, checkpoint_dir=None, resume=False):
@@ -219,11 +199,11 @@ def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1
     (its head/ and unfreeze/ folders); `resume` continues from there.
     """
     t = cfg.transfer
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     plan = prepare(model, cfg)
     task = select_task(data, t.classes, t.per_class)
-    check_data(plan.model, task)
-    x_eval, y_eval, split_name = eval_split(task)
+    check_fits(plan.model, task, LABEL_HINT)
+    x_eval, y_eval, split_name = task.eval_split()
     before = accuracy(plan.model, x_eval, y_eval)
     never_trained = [layer for layer in plan.model.layers if layer.name not in plan.trainable + plan.unfreeze]
     frozen_weights = {layer.name: [w.copy() for w in layer.get_weights()] for layer in never_trained}
@@ -300,19 +280,22 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     demo_cfg = replace(cfg, transfer=t)
     prepare(build_reference_cnn(model_cfg), demo_cfg)  # bad settings fail before any training
 
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     pretrained = build_reference_cnn(model_cfg)
     compile_model(pretrained, optimizer_from(cfg.train), masked=False)
-    pre = fit(pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience, verbose=verbose)
+    pre = fit(
+        pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience,
+        verbose=verbose,
+    )
     model, summary = transfer(pretrained, new, demo_cfg, verbose=verbose)
 
     scratch_epochs = max(cfg.train.epochs, t.epochs + (t.unfreeze_epochs if t.unfreeze else 0))
-    set_seed(cfg.seed)
+    reseed(cfg.seed)
     scratch = build_reference_cnn(replace(model_cfg, num_classes=len(DEMO_NEW_CLASSES)))
     compile_model(scratch, optimizer_from(cfg.train), masked=False)
     fit(scratch, new, scratch_epochs, cfg.train.batch_size, verbose=verbose)
-    x_eval, y_eval, split_name = eval_split(new)
-    x_old, y_old, _ = eval_split(old)
+    x_eval, y_eval, split_name = new.eval_split()
+    x_old, y_old, _ = old.eval_split()
     summary["demo"] = {
         "pretrained_on": DEMO_OLD_CLASSES,
         "transferred_to": DEMO_NEW_CLASSES,

@@ -1,0 +1,84 @@
+"""Counting a Keras model: multiplications per image and 2-D kernels, per layer.
+
+Read-only, like the rest of analysis/. One formula (`mults_per_image`: every weight multiplies
+once per output position) serves the Keras model here and the exported design in
+`hw/accounting.py`, which counts the weights it reads back from the weight files.
+
+    cost = macs(model, masks)              # {"conv2": (before, after), ...}
+    kernel_counts(model, masks)["total"]   # {"kernels": ..., "pruned": ..., "kept": ...}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ..masks import all_layers, conv_layers, count_pruned
+
+# The weights a layer multiplies its input by (SeparableConv2D has the last two).
+KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
+
+
+def mults_per_image(weights: int, positions: int) -> int:
+    """Multiplications per image of `weights` weights that each multiply once per output position."""
+    return int(weights) * int(positions)
+
+
+def output_positions(layer: tf.keras.layers.Layer) -> int:
+    """Output pixels of a conv layer (h * w), 1 for a Dense layer on a flat input."""
+    shape = layer.output_shape
+    return int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+
+
+def _kernels(layer) -> list:
+    return [k for k in (getattr(layer, name, None) for name in KERNELS) if k is not None]
+
+
+def weighted_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Layers that multiply (conv, depthwise, dense), nested models flattened, in model order.
+
+    A layer without one output shape (called on several inputs) has no per-image count.
+    """
+    return [layer for layer in all_layers(model) if _kernels(layer) and isinstance(layer.output_shape, tuple)]
+
+
+def layer_macs(layer: tf.keras.layers.Layer) -> int:
+    """Multiply-accumulates per image of one layer, every weight counted (nothing pruned)."""
+    weights = sum(int(np.prod(k.shape)) for k in _kernels(layer))
+    return mults_per_image(weights, output_positions(layer))
+
+
+def macs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = None) -> dict[str, tuple[int, int]]:
+    """Multiplications per image of every weighted layer: (before, after masking).
+
+    A pruned 2-D kernel `W[:, :, cin, cout]` saves its kh * kw weights at every output pixel.
+    """
+    masks = masks or {}
+    out = {}
+    for layer in weighted_layers(model):
+        before = layer_macs(layer)
+        pruned = int(np.count_nonzero(masks[layer.name])) if layer.name in masks else 0
+        per_kernel = int(np.prod(layer.kernel.shape[:-2])) if pruned else 0
+        out[layer.name] = (before, before - mults_per_image(pruned * per_kernel, output_positions(layer)))
+    return out
+
+
+def macs_summary(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """`macs` as a stage summary shows it: macs_before and macs_after, each with a total."""
+    cost = macs(model, masks)
+    return {
+        key: {**{name: pair[i] for name, pair in cost.items()}, "total": sum(pair[i] for pair in cost.values())}
+        for i, key in enumerate(("macs_before", "macs_after"))
+    }
+
+
+def kernel_counts(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Per conv layer and in total: kernels, pruned, kept."""
+    totals = {layer.name: int(np.prod(layer.kernel.shape[-2:])) for layer in conv_layers(model)}
+    pruned = count_pruned(masks)
+    out = {
+        name: {"kernels": n, "pruned": pruned.get(name, 0), "kept": n - pruned.get(name, 0)}
+        for name, n in totals.items()
+    }
+    out["total"] = {key: sum(row[key] for row in out.values()) for key in ("kernels", "pruned", "kept")}
+    return out
