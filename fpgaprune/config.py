@@ -50,8 +50,17 @@ class ModelConfig:
     num_classes: int = rule(10, min=2)
     # Loading Lambda layers or custom classes can run arbitrary code: refused unless true.
     allow_custom_code: bool = False
+    # Train the baseline from the train section (true), or keep the weights the model brings and
+    # only evaluate them (false). null = true for the reference CNN, false for file: and python:.
+    retrain: bool | None = None
+
+    @property
+    def retrains(self) -> bool:
+        return self.retrain if self.retrain is not None else self.source == "reference"
 
     def validate(self, path: str) -> None:
+        if self.retrain is False and self.source == "reference":
+            raise BadInput(f"{path}.retrain: the reference CNN has no trained weights to keep; leave retrain on")
         if not self.conv_filters:
             raise BadInput(f"{path}.conv_filters: needs at least one conv layer")
         if len(self.input_shape) != 3:

@@ -128,3 +128,26 @@ def test_flow_from_quantize_to_csim_over_an_existing_pruned_stage(tmp_path):
         run_flow(cfg, start="quantize", stop="quantize")
     kept = run_flow(cfg, steps=["quantize"], options=Options(reuse=True, say=lines.append))
     assert kept.results["quantize"].reused
+
+
+def test_a_users_model_is_kept_as_brought_not_retrained(tmp_path):
+    """file: models keep their weights (model.retrain defaults to false for them), bit for bit."""
+    import tensorflow as tf
+
+    from fpgaprune.config import ModelConfig
+    from fpgaprune.models import build_reference_cnn, load_model_file, save_model
+
+    tf.keras.utils.set_random_seed(3)
+    path = tmp_path / "mine.h5"
+    save_model(build_reference_cnn(ModelConfig(**TINY)), path)
+    cfg = parse_config({"name": "mine", "runs_dir": str(tmp_path / "runs"), "model": {"source": f"file:{path}"},
+                        "data": {"dataset": "mnist-5k", "limit": 100}})
+    lines = []
+    result = run_flow(cfg, steps=["baseline"], options=Options(verbose=0, say=lines.append)).results["baseline"]
+    kept, _ = Run(cfg).load("baseline")
+    for a, b in zip(load_model_file(path).get_weights(), kept.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    assert result.summary["retrained"] is False and result.summary["epochs"] == 0
+    assert result.val_accuracy is not None and "kept as brought from file:" in lines[-1]
+    with pytest.raises(BadInput, match="the reference CNN has no trained weights"):
+        parse_config({"model": {"retrain": False}})

@@ -99,20 +99,28 @@ def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]) 
 
 
 def baseline(run: Run, cfg: Config, options: Options) -> StageResult:
-    """Train the model the config describes (seeded, checkpointed every epoch)."""
+    """The model the rest of the flow starts from: trained (seeded, checkpointed every epoch), or
+    for a user's model (model.retrain false, their default) the weights as brought, evaluated."""
     from ..checkpoint import remove_checkpoint
+    from ..data import check_fits
     from ..models import build_model
-    from ..training.fit import train_baseline
+    from ..training.fit import baseline_summary, train_baseline
 
     data = run.load_data(options.test_data)
     ckpt = run.checkpoint_dir("baseline")
     reseed(cfg.seed)  # before building, so the initial weights are seeded too
-    model, summary = train_baseline(build_model(cfg.model), data, cfg, verbose=options.verbose,
-                                    checkpoint_dir=ckpt, resume=options.resume)
+    model = build_model(cfg.model)
+    if cfg.model.retrains:
+        model, summary = train_baseline(model, data, cfg, verbose=options.verbose, checkpoint_dir=ckpt,
+                                        resume=options.resume)
+    else:
+        check_fits(model, data)
+        summary = baseline_summary(model, data, cfg)
     result = StageResult("baseline", summary["val_accuracy"], summary["test_accuracy"], summary=summary)
     folder = run.save("baseline", model, result.with_summary(), force=options.force)
     remove_checkpoint(ckpt)
-    options.say(f"baseline saved to {folder}: {result.accuracy_split} accuracy {result.accuracy:.4f}, "
+    how = "trained" if cfg.model.retrains else f"kept as brought from {cfg.model.source}"
+    options.say(f"baseline saved to {folder} ({how}): {result.accuracy_split} accuracy {result.accuracy:.4f}, "
                 f"{summary['params']} parameters")
     return replace(result, folder=folder, model=model)
 

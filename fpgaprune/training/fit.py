@@ -205,20 +205,27 @@ def train_baseline(
         model, data, t.epochs, t.batch_size, seed=cfg.seed, patience=t.early_stopping_patience,
         verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume,
     )
-    scores = evaluate(model, data)
-    summary = {
+    return model, baseline_summary(model, data, cfg, result)
+
+
+def baseline_summary(model: tf.keras.Model, data: Dataset, cfg: Config, result: FitResult | None = None) -> dict:
+    """The baseline stage's summary; `result` None: the model's own weights, evaluated as brought."""
+    t = cfg.train
+    trained = result is not None
+    return {
         "stage": "baseline",
-        **scores,
+        **evaluate(model, data),
+        "retrained": trained,
+        "source": cfg.model.source,
         "params": int(model.count_params()),
-        "epochs": result.epochs,
-        "epoch_seconds": result.epoch_seconds,
-        "optimizer": t.optimizer,
-        "learning_rate": t.learning_rate,
-        "batch_size": t.batch_size,
+        "epochs": result.epochs if trained else 0,
+        "epoch_seconds": result.epoch_seconds if trained else [],
+        "optimizer": t.optimizer if trained else None,
+        "learning_rate": t.learning_rate if trained else None,
+        "batch_size": t.batch_size if trained else None,
         "dataset": data.name,
         "test_dataset": data.test_name if len(data.x_test) else None,
         "split_sizes": data.sizes(),
         "seed": cfg.seed,
-        "history": result.history,
+        "history": result.history if trained else {},
     }
-    return model, summary
