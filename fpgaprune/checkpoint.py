@@ -131,8 +131,10 @@ class RoundCheckpoint:
     complete round.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, allow_custom_code: bool = False):
         self.folder = Path(folder)
+        # its models are checked when loaded like any model file: written by us is not trusted
+        self.allow_custom_code = allow_custom_code
 
     def exists(self) -> bool:
         return (self.folder / STATE_FILE).is_file()
@@ -156,7 +158,9 @@ class RoundCheckpoint:
 
         try:
             state = json.loads((self.folder / STATE_FILE).read_text())
-            models = {name: load_model_file(self.folder / file, allow_custom_code=True) for name, file in state["models"].items()}
-        except (OSError, KeyError, json.JSONDecodeError, BadInput):
+            models = {name: load_model_file(self.folder / file, self.allow_custom_code) for name, file in state["models"].items()}
+        except (OSError, KeyError, json.JSONDecodeError):
             raise BadInput(f"checkpoint {self.folder}: unreadable; pass --force to start over") from None
+        except BadInput as exc:  # keep the reason: a refused model says how to allow it
+            raise BadInput(f"checkpoint {self.folder}: {exc}; or pass --force to start over") from None
         return state, models

@@ -151,6 +151,11 @@ def save_model(model: tf.keras.Model, path: str | Path) -> None:
         model.save(tmp, include_optimizer=False, save_format="h5")
 
 
-def load_saved_model(folder: str | Path) -> tf.keras.Model:
-    """Load the model a stage saved into `folder` (our own output: custom code allowed)."""
-    return load_model_file(Path(folder) / MODEL_FILE, allow_custom_code=True)
+def load_saved_model(folder: str | Path, allow_custom_code: bool = False) -> tf.keras.Model:
+    """Load the model a stage saved into `folder`, checked like any model file.
+
+    A run folder can be edited or swapped by anyone who can write to it, so fpgaprune having
+    written the file is no reason to run its code: pass `allow_custom_code` only where the
+    run's config allows custom code (its user model has Lambda or custom layers).
+    """
+    return load_model_file(Path(folder) / MODEL_FILE, allow_custom_code=allow_custom_code)

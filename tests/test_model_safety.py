@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras.protobuf import saved_metadata_pb2
 from tensorflow.python.trackable import resource
 
+from fpgaprune.checkpoint import RoundCheckpoint
 from fpgaprune.errors import BadInput
 from fpgaprune.models import MODEL_FILE, load_model_file, load_saved_model
 
@@ -174,6 +175,29 @@ def test_allow_custom_code_loads_lambda_models(tmp_path, kind):
     assert not marker.exists()
     model = load_model_file(path, allow_custom_code=True)
     assert model.predict(np.ones((1, 4), np.float32), verbose=0)[0, 0] == 2.0
+
+
+def test_stage_files_are_checked_like_any_model_file(tmp_path):
+    """A run folder can be edited: a stage's model.h5 with a Lambda needs custom code allowed."""
+    marker = tmp_path / "ran"
+    stage = tmp_path / "baseline"
+    stage.mkdir()
+    saved(lambda_model(marker), stage / MODEL_FILE, marker)
+    with pytest.raises(BadInput, match=f"contains Lambda; {REFUSED}"):
+        load_saved_model(stage)
+    assert not marker.exists()
+    allowed = load_saved_model(stage, allow_custom_code=True)
+    assert allowed.predict(np.ones((1, 4), np.float32), verbose=0)[0, 0] == 2.0
+
+    rounds = tmp_path / "rounds"
+    rounds.mkdir()
+    saved(lambda_model(marker), rounds / "round-0001-current.h5", marker)
+    (rounds / "state.json").write_text(json.dumps({"round": 1, "models": {"current": "round-0001-current.h5"}}))
+    with pytest.raises(BadInput, match=f"checkpoint {rounds}: model .*contains Lambda; {REFUSED}"):
+        RoundCheckpoint(rounds).load()
+    assert not marker.exists()
+    state, models = RoundCheckpoint(rounds, allow_custom_code=True).load()
+    assert state["round"] == 1 and set(models) == {"current"}
 
 
 def test_fpgaprune_and_qkeras_classes_count_as_known(tmp_path):

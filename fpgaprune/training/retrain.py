@@ -137,7 +137,7 @@ def prune_gradual(
     current, current_masks, misses = model, kept_masks, 0
     history = [_round(0, 0.0, {}, baseline, None, True)]
     rounds_done = 0
-    saved = RoundCheckpoint(Path(checkpoint_dir) / "rounds") if checkpoint_dir is not None else None
+    saved = RoundCheckpoint(Path(checkpoint_dir) / "rounds", cfg.model.allow_custom_code) if checkpoint_dir is not None else None
     if saved is not None and resume and saved.exists():
         state, models = saved.load()
         rounds_done, history, misses, kept_scores = state["round"], state["history"], state["misses"], state["kept_scores"]
