@@ -31,6 +31,7 @@ from ..errors import BadInput, WorkFailed
 from ..io import write_json
 from ..masks import strip_masks
 from .export import HLS_MODEL, read_manifest, write_project
+from .fml import checked_archive
 from .quantize import logits_model
 
 SUMMARY = "summary.json"
@@ -49,13 +50,17 @@ def require_gxx() -> str:
 
 
 def load_hls_model(project: Path, output_dir: Path):
-    """The hls4ml model saved in `project`, set to write and compile into `output_dir`."""
+    """The hls4ml model saved in `project`, set to write and compile into `output_dir`.
+
+    hls4ml reads a copy of the archive holding only members checked to stay inside it
+    (`fml.checked_archive`): its own extraction would follow `../` entries and links.
+    """
     from hls4ml.utils.serialization import deserialize_model
 
     if not (project / HLS_MODEL).is_file():
         raise BadInput(f"{project}: no {HLS_MODEL}; export the project again with `fpgaprune export --force`")
-    with contextlib.redirect_stdout(io.StringIO()):
-        hls_model = deserialize_model(project / HLS_MODEL, output_dir=output_dir)
+    with checked_archive(project / HLS_MODEL, project) as archive, contextlib.redirect_stdout(io.StringIO()):
+        hls_model = deserialize_model(archive, output_dir=output_dir)
     hls_model.config.config["OutputDir"] = str(output_dir)
     hls_model.config.config["InputData"] = None
     hls_model.config.config["OutputPredictions"] = None
