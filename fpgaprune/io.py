@@ -20,7 +20,8 @@ from .errors import BadInput
 
 
 def _umask() -> int:
-    """The process umask (reading it means setting it; we set it straight back)."""
+    """The process umask. Reading it means setting it: briefly to 077, so a file another
+    thread creates meanwhile comes out stricter, never looser."""
     mask = os.umask(0o077)
     os.umask(mask)
     return mask

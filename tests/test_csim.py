@@ -202,7 +202,7 @@ def _member(name, kind=tarfile.REGTYPE, target=""):
     [
         (_member("../../x"), "a path outside the archive folder"),
         (_member("tb/../../../x"), "a path outside the archive folder"),
-        (_member("/tmp/fpgaprune-absolute-x"), "an absolute path"),
+        (_member("{tmp}/absolute-x"), "an absolute path"),
         (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "a link"),
         (_member("hard", tarfile.LNKTYPE, "/etc/passwd"), "a link"),
         (_member("dev", tarfile.CHRTYPE), "a device or other special file"),
@@ -216,6 +216,7 @@ def test_hostile_hls_archive_is_refused(tmp_path, monkeypatch, member, problem):
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
     monkeypatch.setattr(tempfile, "tempdir", str(deep))  # where extraction happens, so ../../x lands in tmp_path
+    member.name = member.name.format(tmp=tmp_path)
     project = tmp_path / "project"
     project.mkdir()
     _hostile_fml(project / "model.fml", member)
@@ -224,7 +225,6 @@ def test_hostile_hls_archive_is_refused(tmp_path, monkeypatch, member, problem):
     assert f"holds the entry {member.name!r} ({problem}); a foreign HLS project is code" in str(info.value)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "a", "a/b", "project", "project/model.fml"]
-    assert not os.path.exists("/tmp/fpgaprune-absolute-x")
 
 
 def test_hls_archive_array_reference_outside_is_refused(tmp_path):
