@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from .errors import BadInput
+from .errors import BadInput, option
 from .io import write_json
 
 STATE_FILE = "state.json"
@@ -76,12 +76,14 @@ class TrainingCheckpoint:
         try:
             return json.loads((self.folder / STATE_FILE).read_text())
         except (OSError, json.JSONDecodeError):
-            raise BadInput(f"checkpoint {self.folder}: unreadable {STATE_FILE}; pass --force to start over") from None
+            raise BadInput(
+                f"checkpoint {self.folder}: unreadable {STATE_FILE}; {option('force')} to start over"
+            ) from None
 
     def restore(self) -> dict:
         """Load the last complete checkpoint into the model and optimizer; return its state."""
         if not self.exists():
-            raise BadInput(f"checkpoint {self.folder}: nothing to resume; run without --resume")
+            raise BadInput(f"checkpoint {self.folder}: nothing to resume; {option('no_resume')}")
         state = self.state()
         # Build the optimizer's slots first, so their values are restored, not deferred.
         self.model.optimizer.build(self.model.trainable_variables)
@@ -128,8 +130,10 @@ class RoundCheckpoint:
     complete round.
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, allow_custom_code: bool = False):
         self.folder = Path(folder)
+        # its models are checked when loaded like any model file: written by us is not trusted
+        self.allow_custom_code = allow_custom_code
 
     def exists(self) -> bool:
         return (self.folder / STATE_FILE).is_file()
@@ -154,9 +158,11 @@ class RoundCheckpoint:
         try:
             state = json.loads((self.folder / STATE_FILE).read_text())
             models = {
-                name: load_model_file(self.folder / file, allow_custom_code=True)
+                name: load_model_file(self.folder / file, self.allow_custom_code)
                 for name, file in state["models"].items()
             }
-        except (OSError, KeyError, json.JSONDecodeError, BadInput):
-            raise BadInput(f"checkpoint {self.folder}: unreadable; pass --force to start over") from None
+        except (OSError, KeyError, json.JSONDecodeError):
+            raise BadInput(f"checkpoint {self.folder}: unreadable; {option('force')} to start over") from None
+        except BadInput as exc:  # keep the reason: a refused model says how to allow it
+            raise BadInput(f"checkpoint {self.folder}: {exc.raw}; or {option('force')} to start over") from None
         return state, models

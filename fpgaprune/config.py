@@ -18,6 +18,7 @@ import yaml
 
 from .errors import BadInput
 from .schema import from_dict, rule, to_dict
+from .yamlio import DuplicateKey, load_yaml
 
 Optimizer = Literal["sgd", "adam", "rmsprop"]
 
@@ -343,7 +344,9 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise BadInput(f"config {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
+    except DuplicateKey as exc:
+        raise BadInput(f"config {path}: {exc.problem} (YAML would keep only the last; remove one)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -197,11 +197,25 @@ def _npz(path: str, spec: str):
     xt, yt = validate_arrays(arrays["x_test"], arrays["y_test"], f"{spec} test")
     if xt.shape[1:] != x.shape[1:]:
         raise BadInput(f"dataset {spec!r}: test images {xt.shape[1:]} differ from train images {x.shape[1:]}")
+    if _pixel_kind(arrays["x_train"]) != _pixel_kind(arrays["x_test"]):
+        raise BadInput(
+            f"dataset {spec!r}: x_train is {arrays['x_train'].dtype} but x_test is "
+            f"{arrays['x_test'].dtype}; store both splits as integers 0..255 or both as floats in [0, 1]"
+        )
     return x, y, xt, yt
 
 
+def _pixel_kind(x) -> str:
+    return "integer" if np.issubdtype(np.asarray(x).dtype, np.integer) else "float"
+
+
 def validate_arrays(x, y, what: str, num_classes: int | None = None):
-    """Check a user's images and labels; return them as float32 (N,H,W,C) and int64 (N,)."""
+    """Check a user's images and labels; return them as float32 (N,H,W,C) and int64 (N,).
+
+    The pixel scale follows from the dtype alone, never from the values: integer pixels
+    (uint8...) must be 0..255 and are divided by 255; float pixels must already lie in [0, 1].
+    So every split of a dataset stored in one dtype ends on the same scale.
+    """
     x, y = np.asarray(x), np.asarray(y)
     if x.size == 0 or len(x) == 0:
         raise BadInput(f"data {what}: x is empty")
@@ -222,6 +236,7 @@ def validate_arrays(x, y, what: str, num_classes: int | None = None):
             raise BadInput(f"data {what}: labels must be whole numbers")
     elif not np.issubdtype(y.dtype, np.integer):
         raise BadInput(f"data {what}: y has dtype {y.dtype}, expected integer labels")
+    integer_pixels = _pixel_kind(x) == "integer"
     x = x.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise BadInput(f"data {what}: x contains NaN or infinite values")
@@ -229,6 +244,17 @@ def validate_arrays(x, y, what: str, num_classes: int | None = None):
     if y.min() < 0 or (num_classes is not None and y.max() >= num_classes):
         limit = f"0..{num_classes - 1}" if num_classes else ">= 0"
         raise BadInput(f"data {what}: labels out of range ({int(y.min())}..{int(y.max())}, expected {limit})")
-    if x.max() > 1.0 + 1e-6 and x.max() <= 255.0 and x.min() >= 0:
-        x = x / 255.0  # uint8-style pixels: scale to [0, 1] like the built-in sets
+    low, high = float(x.min()), float(x.max())
+    if integer_pixels:
+        if low < 0 or high > 255:
+            raise BadInput(
+                f"data {what}: integer pixels range {low:g}..{high:g}; integers must be 0..255 "
+                "(they are divided by 255) or floats in [0, 1]"
+            )
+        x = x / np.float32(255.0)  # uint8-style pixels: to [0, 1] like the built-in sets
+    elif low < 0 or high > 1:
+        raise BadInput(
+            f"data {what}: float pixels range {low:g}..{high:g}; floats must be in [0, 1] or "
+            "integers 0..255"
+        )
     return x, y

@@ -26,6 +26,7 @@ OPTIONS = {
     "channel": ("report channel", "--channel"),
     "images": ("csim images", "--images"),
     "from_baseline": ("transfer.start_from: baseline", "--from baseline"),
+    "export_again": ("export it again with force=True", "export it again with `fpgaprune export --force`"),
 }
 # Steps a message can send the user to: the CLI names the command or make target.
 STEP_COMMANDS = {

@@ -19,6 +19,14 @@ import numpy as np
 from .errors import BadInput, option
 
 
+def _umask() -> int:
+    """The process umask. Reading it means setting it: briefly to 077, so a file another
+    thread creates meanwhile comes out stricter, never looser."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary file path; on success it is renamed to `path`, on failure removed."""
@@ -26,6 +34,8 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes it 0600; an output gets the mode open() would give it (0644 under umask 022)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -45,6 +55,7 @@ def atomic_dir(path: str | Path, force: bool = False):
         raise BadInput(f"{path} already exists; {option('force')} to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; as mkdir would (0755 under umask 022)
     try:
         yield tmp
         if path.exists():

@@ -93,9 +93,9 @@ def sweep_projects(root: Path) -> list[Path]:
     return _remove([p for pattern in (".*.tmp", ".*.old") for p in root.glob(pattern)]) if root.is_dir() else []
 
 
-def scratch_dir(what: str) -> tempfile.TemporaryDirectory:
-    """A scratch folder in the system temp folder whose name carries this process's PID."""
-    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{what}-{os.getpid()}-")
+def scratch_dir(what: str, folder: str | None = None) -> tempfile.TemporaryDirectory:
+    """A scratch folder (in the system temp folder by default) whose name carries this process's PID."""
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{what}-{os.getpid()}-", dir=folder)
 
 
 def sweep_dead_scratch(root: str | None = None) -> list[Path]:

@@ -9,16 +9,15 @@ deserializing them can run arbitrary code.
 from __future__ import annotations
 
 import importlib
-import json
-import re
 import warnings
 from pathlib import Path
 
 import tensorflow as tf
 
 from .config import ModelConfig
-from .errors import BadInput
+from .errors import BadInput, option
 from .io import atomic_path
+from .model_safety import graph_code, read_configs, revived_layers, unsafe_names
 
 MODEL_FILE = "model.h5"
 
@@ -84,23 +83,6 @@ def custom_objects() -> dict:
     return objects
 
 
-def _model_config_of(path: Path) -> str | None:
-    """The JSON model config stored in an .h5 / .keras file, read without deserializing."""
-    if path.suffix == ".h5":
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-        return raw.decode() if isinstance(raw, bytes) else raw
-    if path.suffix == ".keras":
-        import zipfile
-
-        with zipfile.ZipFile(path) as z:
-            return z.read("config.json").decode()
-    meta = path / "keras_metadata.pb"
-    return meta.read_bytes().decode("latin-1") if meta.is_file() else None
-
-
 def _known_classes() -> set[str]:
     """Class names Keras, QKeras and fpgaprune define: safe to deserialize."""
     keras = tf.keras
@@ -111,33 +93,13 @@ def _known_classes() -> set[str]:
     return names - {"Lambda", "Layer"}
 
 
-def _unsafe_classes(config_text: str) -> list[str]:
-    """Lambda layers and classes outside Keras/QKeras/fpgaprune named in a model config."""
-    found = []
-    if re.search(r'"class_name":\s*"Lambda"', config_text):
-        found.append("Lambda")  # also catches SavedModel metadata, which is not plain JSON
-    try:
-        config = json.loads(config_text)
-    except json.JSONDecodeError:
-        return found
-    known = _known_classes()
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            cls = node.get("class_name")
-            if isinstance(cls, str) and "config" in node:
-                name = cls.split(">")[-1]
-                if name not in known and name not in found:
-                    found.append(name)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
-
-
 def load_model_file(path: str | Path, allow_custom_code: bool = False) -> tf.keras.Model:
-    """Load a user's .h5 / .keras / SavedModel; bad files are a one-line BadInput."""
+    """Load a user's .h5 / .keras / SavedModel; bad files are a one-line BadInput.
+
+    Without `allow_custom_code`, a file whose parsed configs name a Lambda, a class outside
+    Keras/QKeras/fpgaprune or (SavedModel) graphs that run at load is refused before Keras
+    reads it, and a SavedModel layer Keras could only revive from its saved graph after.
+    """
     path = Path(path)
     if not path.exists():
         raise BadInput(f"model {path}: no such file or folder")
@@ -147,29 +109,38 @@ def load_model_file(path: str | Path, allow_custom_code: bool = False) -> tf.ker
     if not path.is_dir() and path.suffix not in (".h5", ".keras"):
         raise BadInput(f"model {path}: unknown format; expected .h5, .keras or a SavedModel folder")
     try:
-        config_text = _model_config_of(path)
+        configs = read_configs(path)
+        unsafe = [] if allow_custom_code else unsafe_names(configs or [], _known_classes())
+        if is_savedmodel and not allow_custom_code:
+            unsafe += graph_code(path)
     except Exception as exc:
         raise BadInput(f"model {path}: not a readable Keras model file ({type(exc).__name__})") from None
-    if config_text is None and not is_savedmodel:
-        raise BadInput(f"model {path}: holds weights only, no model architecture")
-    if config_text and not allow_custom_code:
-        unsafe = _unsafe_classes(config_text)
-        if unsafe:
-            raise BadInput(
-                f"model {path}: contains {', '.join(sorted(set(unsafe)))}; loading it can run "
-                "arbitrary code, so it is refused (set model.allow_custom_code: true or pass "
-                "--allow-custom-code if you trust the file)"
-            )
+    if configs is None:
+        what = "no Keras model (save it with model.save)" if is_savedmodel else "weights only, no model architecture"
+        raise BadInput(f"model {path}: holds {what}")
+    if unsafe:
+        _refuse_custom_code(path, unsafe)
     try:
-        if allow_custom_code and path.suffix == ".keras":
-            tf.keras.config.enable_unsafe_deserialization()  # pragma: no cover
-        model = tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+        # safe_mode applies to .keras files only; the legacy loaders ignore it
+        model = tf.keras.models.load_model(
+            path, custom_objects=custom_objects(), compile=False, safe_mode=not allow_custom_code
+        )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"model {path}: cannot be loaded ({first})") from None
     if not isinstance(model, tf.keras.Model) or not hasattr(model, "layers"):
         raise BadInput(f"model {path}: is not a Keras model")
+    revived = revived_layers(model) if is_savedmodel and not allow_custom_code else []
+    if revived:
+        _refuse_custom_code(path, [f"layers revived from their saved graphs ({', '.join(revived)})"])
     return model
+
+
+def _refuse_custom_code(path: Path, unsafe: list[str]) -> None:
+    raise BadInput(
+        f"model {path}: contains {', '.join(sorted(set(unsafe)))}; loading it can run "
+        f"arbitrary code, so it is refused ({option('allow_custom_code')} if you trust the file)"
+    )
 
 
 def save_model(model: tf.keras.Model, path: str | Path) -> None:
@@ -180,6 +151,11 @@ def save_model(model: tf.keras.Model, path: str | Path) -> None:
         model.save(tmp, include_optimizer=False, save_format="h5")
 
 
-def load_saved_model(folder: str | Path) -> tf.keras.Model:
-    """Load the model a stage saved into `folder` (our own output: custom code allowed)."""
-    return load_model_file(Path(folder) / MODEL_FILE, allow_custom_code=True)
+def load_saved_model(folder: str | Path, allow_custom_code: bool = False) -> tf.keras.Model:
+    """Load the model a stage saved into `folder`, checked like any model file.
+
+    A run folder can be edited or swapped by anyone who can write to it, so fpgaprune having
+    written the file is no reason to run its code: pass `allow_custom_code` only where the
+    run's config allows custom code (its user model has Lambda or custom layers).
+    """
+    return load_model_file(Path(folder) / MODEL_FILE, allow_custom_code=allow_custom_code)

@@ -102,7 +102,7 @@ class Run:
             hint = f"; {run_step(STAGES[stage])}" if STAGES.get(stage) in ("baseline", "prune", "quantize",
                                                                           "transfer") else ""
             raise BadInput(f"{folder}: no saved {stage} stage{hint}")
-        return load_saved_model(folder), read_json(folder / SUMMARY_FILE)
+        return load_saved_model(folder, self.cfg.model.allow_custom_code), read_json(folder / SUMMARY_FILE)
 
     def save(
         self,

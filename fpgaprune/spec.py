@@ -17,6 +17,7 @@ import yaml
 from .errors import BadInput
 from .io import atomic_path
 from .masks import check_masks, conv_layers
+from .yamlio import DuplicateKey, load_yaml
 
 MaskSpec = dict[str, list[tuple[int, int]]]
 
@@ -69,7 +70,9 @@ def read_mask_spec(path: str | Path) -> MaskSpec:
     except UnicodeDecodeError:
         raise BadInput(f"mask spec {path}: not a text file") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKey as exc:
+        raise BadInput(f"mask spec {path}: {exc.problem} (YAML would keep only the last; merge the lists)") from None
     except yaml.YAMLError as exc:
         raise BadInput(f"mask spec {path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     return parse_mask_spec(data, f"mask spec {path}")

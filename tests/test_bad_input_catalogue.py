@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
+from keras.protobuf import saved_metadata_pb2
 
 from fpgaprune.cli import main
 from fpgaprune.config import ModelConfig
@@ -47,6 +48,13 @@ def files(tmp_path_factory):
 
     custom = tf.keras.Model(i, Scale(name="scale")(i))
     custom.save(d / "custom.h5")
+    custom.save(d / "custom_sm", save_format="tf")
+    lam.save(d / "lambda_escaped_sm", save_format="tf")
+    meta = saved_metadata_pb2.SavedMetadata()
+    meta.ParseFromString((d / "lambda_escaped_sm" / "keras_metadata.pb").read_bytes())
+    for node in meta.nodes:  # the same class, spelled so that no regex over the bytes sees it
+        node.metadata = node.metadata.replace('"class_name": "Lambda"', '"class_name": "\\u004cambda"')
+    (d / "lambda_escaped_sm" / "keras_metadata.pb").write_bytes(meta.SerializeToString())
     np.savez(d / "d7.npz", x_train=np.zeros((5, 28, 28)), y_train=np.zeros(5, int), x_test=np.zeros((5, 28, 28)))
     return {
         "unknown_key": put("c1.yaml", "trian: {epochs: 3}\n"),
@@ -58,6 +66,7 @@ def files(tmp_path_factory):
         "config_not_yaml": put("c7.yaml", "train: [epochs: 3\n"),
         "config_list": put("c8.yaml", "- train\n- prune\n"),
         "nesterov_adam": put("c9.yaml", "train: {optimizer: adam, nesterov: true}\n"),
+        "duplicate_key": put("c10.yaml", "train: {epochs: 3}\nseed: 2\ntrain: {batch_size: 8}\n"),
         "spec_unknown_layer": put("s1.yaml", "conv9: [[0, 1]]\n"),
         "spec_dense_layer": put("s2.yaml", "fc1: [[0, 1]]\n"),
         "spec_out_of_range": put("s3.yaml", "conv2: [[32, 0]]\n"),
@@ -69,12 +78,15 @@ def files(tmp_path_factory):
         "spec_triple": put("s9.yaml", "conv2: [[1, 2, 3]]\n"),
         "spec_list": put("s10.yaml", "- conv2\n"),
         "spec_cout_range": put("s11.yaml", "conv1: [[0, 40]]\n"),
+        "spec_layer_twice": put("s12.yaml", "conv2: [[0, 1]]\nconv1: [[0, 0]]\nconv2: [[2, 3]]\n"),
         "model_text": put("notamodel.h5", "hello"),
         "model_pt": put("model.pt", "hello"),
         "model_truncated": d / "truncated.h5",
         "model_weights_only": d / "weights_only.h5",
         "model_lambda": d / "lambda.h5",
         "model_custom": d / "custom.h5",
+        "model_custom_savedmodel": d / "custom_sm",
+        "model_lambda_escaped": d / "lambda_escaped_sm",
         "data_shape": npz("d1.npz", x_train=np.zeros((50, 28))),
         "data_nan": npz("d2.npz", x_test=np.full((10, 28, 28, 1), np.nan, np.float32)),
         "data_labels": npz("d3.npz", y_train=np.full(50, 12)),
@@ -82,6 +94,8 @@ def files(tmp_path_factory):
         "data_lengths": npz("d5.npz", y_train=np.zeros(49, int)),
         "data_missing": put("d6.npz", "not an npz"),
         "data_no_y_test": d / "d7.npz",
+        "data_float_pixels": npz("d8.npz", x_train=np.full((50, 28, 28, 1), 300.0, np.float32)),
+        "data_int_pixels": npz("d9.npz", x_test=np.full((10, 28, 28, 1), 256, np.int16)),
     }
 
 
@@ -101,6 +115,7 @@ def _cases():
         (train + ["--config", f("config_list")], "expected a mapping of keys"),
         (train + ["--config", f("nesterov_adam")], "train.nesterov: only applies to optimizer 'sgd'"),
         (train + ["--config", "/no/such/config.yaml"], "no such file"),
+        (train + ["--config", f("duplicate_key")], "duplicate key 'train' on lines 1 and 3"),
         (train + ["--set", "train.batch_size=0"], "train.batch_size: 0 is below the minimum 1"),
         # mask specs
         (prune + [f("spec_unknown_layer")], "no layer named 'conv9'"),
@@ -115,6 +130,7 @@ def _cases():
         (prune + [f("spec_list")], "expected a mapping of layer name"),
         (prune + [f("spec_cout_range")], "conv1: [0, 40] is out of range"),
         (prune + ["/no/such/spec.yaml"], "no such file"),
+        (prune + [f("spec_layer_twice")], "duplicate key 'conv2' on lines 1 and 3"),
         # model files
         (train + ["--set", "model.source=file:/no/such/model.h5"], "no such file or folder"),
         (train + ["--set", ("source", "model_text")], "not a readable Keras model file"),
@@ -123,6 +139,8 @@ def _cases():
         (train + ["--set", ("source", "model_weights_only")], "holds weights only"),
         (train + ["--set", ("source", "model_lambda")], "contains Lambda; loading it can run arbitrary code"),
         (train + ["--set", ("source", "model_custom")], "contains Scale; loading it can run arbitrary code"),
+        (train + ["--set", ("source", "model_custom_savedmodel")], "contains Scale; loading it can run arbitrary code"),
+        (train + ["--set", ("source", "model_lambda_escaped")], "contains Lambda; loading it can run arbitrary code"),
         # data
         (train + ["--set", ("data", "data_shape")], "expected (N, height, width[, channels])"),
         (train + ["--set", ("data", "data_nan")], "x contains NaN"),
@@ -131,6 +149,8 @@ def _cases():
         (train + ["--set", ("data", "data_lengths")], "50 images but 49 labels"),
         (train + ["--set", ("data", "data_missing")], "not a readable .npz file"),
         (train + ["--set", ("data", "data_no_y_test")], "missing arrays y_test"),
+        (train + ["--set", ("data", "data_float_pixels")], "float pixels range 300..300; floats must be in [0, 1]"),
+        (train + ["--set", ("data", "data_int_pixels")], "integer pixels range 256..256; integers must be 0..255"),
         (train + ["--set", "data.dataset=cifar10"], "unknown; use one of mnist-5k"),
         (train + ["--test-data", "mnist-t10k:/no/such/folder"], "missing /no/such/folder"),
     ]

@@ -78,3 +78,27 @@ def test_load_config_file_errors(tmp_path):
     typo.write_text(yaml.safe_dump({"train": {"batchsize": 3}}))
     with pytest.raises(BadInput, match=r"typo.yaml: train.batchsize: unknown key \(did you mean 'batch_size'\?\)"):
         load_config(typo)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("train: {epochs: 3}\nprune: {fraction: 0.5}\ntrain: {batch_size: 8}\n",
+         "duplicate key 'train' on lines 1 and 3"),
+        ("train:\n  epochs: 3\n  batch_size: 8\n  epochs: 4\n", "duplicate key 'epochs' on lines 2 and 4"),
+        ("train: {epochs: 3, epochs: 4}\n", "duplicate key 'epochs' twice on line 1"),
+    ],
+)
+def test_duplicate_keys_are_refused(tmp_path, text, fragment):
+    """PyYAML would keep the last value without a word."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(BadInput) as info:
+        load_config(path)
+    assert f"dup.yaml: {fragment} (YAML would keep only the last; remove one)" in str(info.value)
+
+
+def test_yaml_merge_keys_still_override(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("train:\n  epochs: 2\nquantize:\n  <<: {epochs: 5}\n  epochs: 1\n")
+    assert load_config(path).quantize.epochs == 1

@@ -5,8 +5,11 @@ Compiling a project takes ~10 s, so the C-sim tests are few and marked slow.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
+import tempfile
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ import yaml
 
 from fpgaprune.cli import main
 from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
+from fpgaprune.errors import BadInput
 from fpgaprune.hw.csim import SUMMARY, compare, run_csim
 from fpgaprune.hw.export import export_project
 from fpgaprune.hw.quantize import build_quantized_model, quantize_model
@@ -173,3 +177,97 @@ def test_predict_survives_a_dying_worker(capsys):
     out = predict(_DiesInWorkers(), x, workers=2)
     np.testing.assert_array_equal(out, x.reshape(len(x), -1).sum(axis=1, keepdims=True))
     assert "a worker process died" in capsys.readouterr().out
+
+
+def _hostile_fml(path, member: tarfile.TarInfo, data: bytes = b"x"):
+    """An hls4ml-like archive (config, architecture) with one hostile extra member."""
+    arch = json.dumps({"conv": {"weight": "@ndarray:conv_w.npy"}}).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        for name, body in (("config.json", b"{}"), ("model_arch.json", arch), ("conv_w.npy", b"npy")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        member.size = len(data) if member.isfile() else 0
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+
+
+def _member(name, kind=tarfile.REGTYPE, target=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize(
+    "member, problem",
+    [
+        (_member("../../x"), "a path outside the archive folder"),
+        (_member("tb/../../../x"), "a path outside the archive folder"),
+        (_member("{tmp}/absolute-x"), "an absolute path"),
+        (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "a link"),
+        (_member("hard", tarfile.LNKTYPE, "/etc/passwd"), "a link"),
+        (_member("dev", tarfile.CHRTYPE), "a device or other special file"),
+    ],
+    ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "device"],
+)
+def test_hostile_hls_archive_is_refused(tmp_path, monkeypatch, member, problem):
+    """hls4ml's deserialize_model would extract these outside its folder (no tar filter)."""
+    from fpgaprune.hw.csim import load_hls_model
+
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))  # where extraction happens, so ../../x lands in tmp_path
+    member.name = member.name.format(tmp=tmp_path)
+    project = tmp_path / "project"
+    project.mkdir()
+    _hostile_fml(project / "model.fml", member)
+    with pytest.raises(BadInput) as info:
+        load_hls_model(project, tmp_path / "out")
+    assert f"holds the entry {member.name!r} ({problem}); a foreign HLS project is code" in str(info.value)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "a", "a/b", "project", "project/model.fml"]
+
+
+def test_hls_archive_array_reference_outside_is_refused(tmp_path):
+    from fpgaprune.hw.csim import load_hls_model
+
+    project = tmp_path / "project"
+    project.mkdir()
+    arch = json.dumps({"conv": {"weight": "@ndarray:../../secret.npy"}}).encode()
+    with tarfile.open(project / "model.fml", "w:gz") as tar:
+        info = tarfile.TarInfo("model_arch.json")
+        info.size = len(arch)
+        tar.addfile(info, io.BytesIO(arch))
+    with pytest.raises(BadInput, match="model_arch.json refers to '../../secret.npy', not an array in the archive"):
+        load_hls_model(project, tmp_path / "out")
+    (project / "model.fml").write_text("not a tar.gz")
+    with pytest.raises(BadInput, match="model.fml is not a readable hls4ml model archive"):
+        load_hls_model(project, tmp_path / "out")
+
+
+def test_csim_command_refuses_a_hostile_project(tmp_path, capsys, monkeypatch):
+    """`fpgaprune csim` on a project whose model.fml holds ../../x: exit 2, one line, nothing written."""
+    from fpgaprune.run import Run
+
+    monkeypatch.chdir(tmp_path)
+    config = {"name": "evil", "model": TINY, "data": {"limit": 50}, "runs_dir": str(tmp_path / "runs"),
+              "export": {"output_dir": str(tmp_path / "hls"), "csim_images": 5}}
+    cfg = parse_config(config)
+    model, masks = tiny_pruned()
+    Run(cfg).save("quantized", build_quantized_model(model, QuantizeConfig(), masks), {"stage": "quantized"})
+    project = tmp_path / "hls" / "evil" / "Vivado"
+    project.mkdir(parents=True)
+    (project / "fpgaprune.json").write_text(json.dumps({"backend": "Vivado"}))
+    _hostile_fml(project / "model.fml", _member("../../../../escaped"))
+    (tmp_path / "evil.yaml").write_text(yaml.safe_dump(config))
+    before = {p: p.read_bytes() for p in project.iterdir()}
+    deep = tmp_path / "t" / "u" / "v" / "w"  # hls4ml extracts in a temporary folder: keep an escape in view
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+
+    code = main(["csim", "--config", str(tmp_path / "evil.yaml"), "--quiet"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "holds the entry '../../../../escaped' (a path outside the archive folder)" in err[0], err
+    assert {p: p.read_bytes() for p in project.iterdir()} == before  # no summary.json either
+    assert [p for p in tmp_path.rglob("escaped")] == []

@@ -119,6 +119,40 @@ def test_npz_missing_arrays_and_files(tmp_path):
         load_dataset(f"npz:{bad}")
 
 
+def test_pixel_scale_follows_the_dtype_for_every_split(tmp_path):
+    """A uint8 split whose values happen to stay within 0..1 is scaled like the others."""
+    arrays = _good_arrays()
+    arrays["x_train"] = (arrays["x_train"] > 128).astype(np.uint8)  # 0/1 pixels, still uint8
+    d = load_dataset(_npz(tmp_path, **arrays), validation_fraction=0.25)
+    assert d.x_train.max() == np.float32(1 / 255) and d.x_test.max() == 1.0
+    floats = {**_good_arrays(), "x_train": np.full((40, 8, 8), 0.5), "x_test": np.ones((10, 8, 8))}
+    d = load_dataset(_npz(tmp_path, **floats))
+    assert d.x_train.max() == 0.5 and d.x_test.max() == 1.0  # floats in [0, 1] are kept as they are
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"x_train": np.full((40, 8, 8), 300.0)},
+         "float pixels range 300..300; floats must be in [0, 1] or integers 0..255"),
+        ({"x_test": np.full((10, 8, 8), -0.5)}, "test: float pixels range -0.5..-0.5"),
+        ({"x_train": np.full((40, 8, 8), 300, np.int16)}, "integer pixels range 300..300; integers must be 0..255"),
+        ({"x_test": np.full((10, 8, 8), 0.5)}, "x_train is uint8 but x_test is float64; store both splits"),
+    ],
+)
+def test_pixels_out_of_range_or_mixed_are_refused(tmp_path, change, fragment):
+    with pytest.raises(BadInput) as info:
+        load_dataset(_npz(tmp_path, **{**_good_arrays(), **change}))
+    assert fragment in str(info.value)
+
+
+def test_validate_arrays_scales_user_arrays_by_dtype():
+    x, _ = validate_arrays(np.ones((2, 4, 4), np.uint8), np.array([0, 1]), "x")
+    assert x.dtype == np.float32 and x.max() == np.float32(1 / 255)
+    with pytest.raises(BadInput, match=r"float pixels range 0\.\.255; floats must be in \[0, 1\]"):
+        validate_arrays(np.linspace(0, 255, 32).reshape(2, 4, 4), np.array([0, 1]), "x")
+
+
 def test_validate_arrays_class_limit():
     with pytest.raises(BadInput, match="expected 0..9"):
         validate_arrays(np.zeros((2, 4, 4)), np.array([3, 10]), "x", num_classes=10)

@@ -122,3 +122,13 @@ def test_spec_file_errors(tmp_path):
     write_mask_spec({"conv2": [(29, 13), (4, 7)]}, good)
     assert read_mask_spec(good) == {"conv2": [(4, 7), (29, 13)]}
     assert "W[:, :, cin, cout]" in good.read_text()
+
+
+def test_duplicate_layer_in_a_spec_file_is_refused(tmp_path):
+    """Listing a layer twice would keep only the second list: refused, naming both lines."""
+    from fpgaprune.spec import read_mask_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("conv_a: [[0, 1]]\nconv_b: [[1, 1]]\nconv_a: [[2, 3]]\n")
+    with pytest.raises(BadInput, match="spec.yaml: duplicate key 'conv_a' on lines 1 and 3"):
+        read_mask_spec(path)

@@ -18,7 +18,6 @@ import io
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from ..errors import BadInput, WorkFailed
+from ..errors import BadInput, WorkFailed, option
 from ..io import write_json
+from ..locks import scratch_dir
 from ..masks import strip_masks
 from .export import HLS_MODEL, read_manifest, write_project
+from .fml import checked_archive
 from .quantize import logits_model
 
 SUMMARY = "summary.json"
@@ -49,13 +50,17 @@ def require_gxx() -> str:
 
 
 def load_hls_model(project: Path, output_dir: Path):
-    """The hls4ml model saved in `project`, set to write and compile into `output_dir`."""
+    """The hls4ml model saved in `project`, set to write and compile into `output_dir`.
+
+    hls4ml reads a copy of the archive holding only members checked to stay inside it
+    (`fml.checked_archive`): its own extraction would follow `../` entries and links.
+    """
     from hls4ml.utils.serialization import deserialize_model
 
     if not (project / HLS_MODEL).is_file():
-        raise BadInput(f"{project}: no {HLS_MODEL}; export the project again with `fpgaprune export --force`")
-    with contextlib.redirect_stdout(io.StringIO()):
-        hls_model = deserialize_model(project / HLS_MODEL, output_dir=output_dir)
+        raise BadInput(f"{project}: no {HLS_MODEL}; {option('export_again')}")
+    with checked_archive(project / HLS_MODEL, project) as archive, contextlib.redirect_stdout(io.StringIO()):
+        hls_model = deserialize_model(archive, output_dir=output_dir)
     hls_model.config.config["OutputDir"] = str(output_dir)
     hls_model.config.config["InputData"] = None
     hls_model.config.config["OutputPredictions"] = None
@@ -219,7 +224,7 @@ def run_csim(
     workers = workers or os.cpu_count() or 1
     reference = logits_model(strip_masks(qmodel))
     y_ref = reference.predict(x, batch_size=512, verbose=0).reshape(len(x), -1)
-    with tempfile.TemporaryDirectory(prefix="fpgaprune-csim-") as tmp:
+    with scratch_dir("csim") as tmp:
         hls_model, compile_seconds, differ = compile_copy(project, Path(tmp) / "project")
         start = time.perf_counter()
         y_hls = predict(hls_model, x, workers, progress)

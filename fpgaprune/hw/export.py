@@ -17,7 +17,6 @@ project is never replaced without `force`. Besides hls4ml's files it holds:
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import Config, ExportConfig
-from ..errors import BadInput, WorkFailed
+from ..errors import BadInput, WorkFailed, run_step
 from ..io import atomic_dir, read_json, write_json
+from ..locks import scratch_dir
 from ..masks import masks_of, strip_masks
 from .quantize import check_convertible, hls4ml_version, logits_model
 
@@ -115,7 +115,7 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
         if "unexpected input layer chain" in message:
             raise BadInput(
                 "hls4ml needs an input quantizer (QActivation(quantized_bits)) right after the input "
-                "for a bit-exact design; quantize the model with `fpgaprune quantize`"
+                f"for a bit-exact design; {run_step('quantize')}"
             ) from None
         raise WorkFailed(f"hls4ml could not convert the model for {backend}: {message}") from None
     hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
@@ -206,7 +206,7 @@ def export_project(
     masks = masks_of(qmodel)
     model = logits_model(strip_masks(qmodel))
     y_tb = model.predict(x_tb, verbose=0, batch_size=256)
-    with atomic_dir(final, force=force) as tmp, tempfile.TemporaryDirectory() as scratch:
+    with atomic_dir(final, force=force) as tmp, scratch_dir("export") as scratch:
         x_file, y_file = Path(scratch) / "x_tb.npy", Path(scratch) / "y_tb.npy"
         np.save(x_file, np.asarray(x_tb, np.float32))
         np.save(y_file, np.asarray(y_tb, np.float32))
@@ -245,7 +245,7 @@ def _fix_output_dir(tmp: Path, final: Path) -> None:
 def read_manifest(folder: Path) -> dict:
     """The manifest of an exported project; a folder without one is a BadInput."""
     if not (folder / MANIFEST).is_file():
-        raise BadInput(f"{folder}: not an fpgaprune HLS project (no {MANIFEST}); run `fpgaprune export` first")
+        raise BadInput(f"{folder}: not an fpgaprune HLS project (no {MANIFEST}); {run_step('export')}")
     return read_json(folder / MANIFEST)
 
 

@@ -65,7 +65,7 @@ def stage_model(cfg: Config, stage: str):
     from ..models import load_saved_model
 
     folder = cfg.run_dir / stage
-    return load_saved_model(folder) if (folder / MODEL_FILE).is_file() else None
+    return load_saved_model(folder, cfg.model.allow_custom_code) if (folder / MODEL_FILE).is_file() else None
 
 
 def saved_config(run_dir: Path) -> Config | None:

@@ -146,7 +146,8 @@ def prune_gradual(
     layers = check_layers(model, p.layers)
     baseline = evaluate(model, data)
     floor = baseline["val_accuracy"] - p.max_accuracy_drop
-    saved = RoundCheckpoint(Path(checkpoint_dir) / "rounds") if checkpoint_dir is not None else None
+    saved = (RoundCheckpoint(Path(checkpoint_dir) / "rounds", cfg.model.allow_custom_code)
+             if checkpoint_dir is not None else None)
     state = _start_gradual(model, baseline, saved if resume else None)
     schedule = fraction_schedule(p)
     stop = state.rounds_done and state.misses > p.patience

@@ -13,7 +13,6 @@ the layers that train, the layers gradual unfreezing will open later.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import tensorflow as tf
 from ..config import Config
 from ..data import Dataset, check_fits
 from ..errors import BadInput
+from ..locks import scratch_dir
 from ..masks import count_pruned, masked_max_abs, masks_of
 from ..process import reseed
 from ..training.fit import accuracy, compile_model, optimizer_from, training_callbacks
@@ -208,7 +208,7 @@ def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1
     never_trained = [layer for layer in plan.model.layers if layer.name not in plan.trainable + plan.unfreeze]
     frozen_weights = {layer.name: [w.copy() for w in layer.get_weights()] for layer in never_trained}
     lr = t.learning_rate or cfg.train.learning_rate
-    with tempfile.TemporaryDirectory(prefix="fpgaprune-features-", dir=t.cache_dir) as cache_dir:
+    with scratch_dir("features", t.cache_dir) as cache_dir:
         def checkpoint(name):
             return None if checkpoint_dir is None else Path(checkpoint_dir) / name
 
