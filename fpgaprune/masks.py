@@ -29,7 +29,18 @@ import tensorflow as tf
 from .errors import BadInput
 from .io import atomic_path
 
-CONV_TYPES = ("Conv2D", "QConv2D")
+# The layers whose 2-D kernels a mask prunes -> the kernel it prunes and that kernel's constraint.
+# A SeparableConv2D's pointwise kernel [1, 1, cin, cout] is pruned; its depthwise kernels (one per
+# input channel, like a DepthwiseConv2D's) are not.
+PRUNABLE = {
+    "Conv2D": ("kernel", "kernel_constraint"),
+    "QConv2D": ("kernel", "kernel_constraint"),
+    "SeparableConv2D": ("pointwise_kernel", "pointwise_constraint"),
+}
+CONV_TYPES = tuple(PRUNABLE)
+# Every (weight, constraint) pair a mask constraint may sit on.
+_MASKABLE = (("kernel", "kernel_constraint"), ("pointwise_kernel", "pointwise_constraint"),
+             ("bias", "bias_constraint"))
 
 
 class _ZeroMask(tf.keras.constraints.Constraint):
@@ -94,8 +105,18 @@ MASK_CONSTRAINTS = (KernelMask, ChannelMask)
 
 
 def conv_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
-    """Every Conv2D / QConv2D layer, in model order (the layers a mask may name)."""
+    """Every Conv2D / QConv2D / SeparableConv2D layer, in model order (the layers a mask may name)."""
     return [layer for layer in all_layers(model) if type(layer).__name__ in CONV_TYPES]
+
+
+def conv_kernel(layer: tf.keras.layers.Layer) -> tf.Variable:
+    """The kernel [kh, kw, cin, cout] whose 2-D kernels a mask prunes (pointwise for SeparableConv2D)."""
+    return getattr(layer, PRUNABLE[type(layer).__name__][0])
+
+
+def kernel_constraint_key(layer: tf.keras.layers.Layer) -> str:
+    """The config key of that kernel's constraint (kernel_constraint, pointwise_constraint)."""
+    return PRUNABLE[type(layer).__name__][1]
 
 
 def all_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
@@ -120,7 +141,7 @@ def check_masks(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> None:
                 kind = type(others[name]).__name__
                 raise BadInput(f"mask: layer {name!r} is a {kind}, not a Conv2D/QConv2D layer")
             raise BadInput(f"mask: no layer named {name!r} (conv layers: {', '.join(convs) or 'none'})")
-        shape = tuple(convs[name].kernel.shape[-2:])
+        shape = tuple(conv_kernel(convs[name]).shape[-2:])
         if tuple(np.shape(pruned)) != shape:
             raise BadInput(
                 f"mask: layer {name!r} has {shape[0]} input x {shape[1]} output channels, "
@@ -130,14 +151,14 @@ def check_masks(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> None:
 
 def empty_masks(model: tf.keras.Model) -> dict[str, np.ndarray]:
     """All-False masks (nothing pruned) for every conv layer."""
-    return {layer.name: np.zeros(layer.kernel.shape[-2:], bool) for layer in conv_layers(model)}
+    return {layer.name: np.zeros(conv_kernel(layer).shape[-2:], bool) for layer in conv_layers(model)}
 
 
 def masks_of(model: tf.keras.Model) -> dict[str, np.ndarray]:
     """The masks carried by a model's KernelMask constraints (layers without one: omitted)."""
     out = {}
     for layer in conv_layers(model):
-        c = getattr(layer, "kernel_constraint", None)
+        c = getattr(layer, kernel_constraint_key(layer), None)
         if isinstance(c, KernelMask):
             pruned = np.zeros(c.kernel_shape[-2:], bool)
             for cin, cout in c.pruned:
@@ -159,7 +180,7 @@ def apply_masks(model: tf.keras.Model, masks: dict[str, np.ndarray], prune_bias:
         if layer.name in masks:
             pruned = np.argwhere(masks[layer.name])
             clip = _default_clip(layer)
-            config["kernel_constraint"] = KernelMask(layer.kernel.shape, pruned, clip)
+            config[kernel_constraint_key(layer)] = KernelMask(conv_kernel(layer).shape, pruned, clip)
             if prune_bias and layer.use_bias:
                 dead = np.flatnonzero(masks[layer.name].all(axis=0))
                 config["bias_constraint"] = ChannelMask(layer.bias.shape[0], dead, _default_clip(layer, "bias"))
@@ -187,8 +208,8 @@ def _default_clip(layer, which: str = "kernel") -> float | None:
 def enforce_masks(model: tf.keras.Model) -> None:
     """Apply every mask constraint to its weights now (after loading, or after set_weights)."""
     for layer in all_layers(model):
-        for which in ("kernel", "bias"):
-            c = getattr(layer, f"{which}_constraint", None)
+        for which, key in _MASKABLE:
+            c = getattr(layer, key, None)
             var = getattr(layer, which, None)
             if isinstance(c, MASK_CONSTRAINTS) and var is not None:
                 var.assign(c(var))
@@ -199,9 +220,9 @@ def strip_masks(model: tf.keras.Model) -> tf.keras.Model:
 
     def clone_layer(layer):
         config = layer.get_config()
-        for which in ("kernel", "bias"):
-            if isinstance(getattr(layer, f"{which}_constraint", None), MASK_CONSTRAINTS):
-                config[f"{which}_constraint"] = None
+        for _, key in _MASKABLE:
+            if isinstance(getattr(layer, key, None), MASK_CONSTRAINTS):
+                config[key] = None
         return layer.__class__.from_config(config)
 
     clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
@@ -215,7 +236,7 @@ def masked_max_abs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = 
     worst = 0.0
     layers = {layer.name: layer for layer in conv_layers(model)}
     for name, pruned in masks.items():
-        kernel = np.asarray(layers[name].kernel.numpy())
+        kernel = np.asarray(conv_kernel(layers[name]).numpy())
         if pruned.any():
             worst = max(worst, float(np.abs(kernel[:, :, pruned]).max()))
     return worst
@@ -277,6 +298,7 @@ __all__ = [
     "all_layers",
     "apply_masks",
     "check_masks",
+    "conv_kernel",
     "conv_layers",
     "count_pruned",
     "empty_masks",

@@ -16,7 +16,7 @@ import yaml
 
 from .errors import BadInput
 from .io import atomic_path
-from .masks import check_masks, conv_layers
+from .masks import check_masks, conv_kernel, conv_layers
 from .yamlio import DuplicateKey, load_yaml
 
 MaskSpec = dict[str, list[tuple[int, int]]]
@@ -80,7 +80,7 @@ def read_mask_spec(path: str | Path) -> MaskSpec:
 
 def spec_to_masks(spec: MaskSpec, model, source: str = "mask spec") -> dict[str, np.ndarray]:
     """Boolean masks (True = pruned) for the layers the spec names, checked against `model`."""
-    shapes = {layer.name: tuple(layer.kernel.shape[-2:]) for layer in conv_layers(model)}
+    shapes = {layer.name: tuple(conv_kernel(layer).shape[-2:]) for layer in conv_layers(model)}
     masks = {}
     for name, pairs in spec.items():
         if name in shapes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..masks import all_layers, conv_layers, count_pruned
+from ..masks import all_layers, conv_kernel, conv_layers, count_pruned
 
 # The weights a layer multiplies its input by (SeparableConv2D has the last two).
 KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -58,7 +58,7 @@ def macs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = None) -> d
     for layer in weighted_layers(model):
         before = layer_macs(layer)
         pruned = int(np.count_nonzero(masks[layer.name])) if layer.name in masks else 0
-        per_kernel = int(np.prod(layer.kernel.shape[:-2])) if pruned else 0
+        per_kernel = int(np.prod(conv_kernel(layer).shape[:-2])) if pruned else 0
         out[layer.name] = (before, before - mults_per_image(pruned * per_kernel, output_positions(layer)))
     return out
 
@@ -74,7 +74,7 @@ def macs_summary(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[st
 
 def kernel_counts(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
     """Per conv layer and in total: kernels, pruned, kept."""
-    totals = {layer.name: int(np.prod(layer.kernel.shape[-2:])) for layer in conv_layers(model)}
+    totals = {layer.name: int(np.prod(conv_kernel(layer).shape[-2:])) for layer in conv_layers(model)}
     pruned = count_pruned(masks)
     out = {
         name: {"kernels": n, "pruned": pruned.get(name, 0), "kept": n - pruned.get(name, 0)}

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..config import PruneConfig
 from ..data import Dataset
 from ..errors import BadInput
-from ..masks import check_masks, conv_layers
+from ..masks import check_masks, conv_kernel, conv_layers
 from ..training.fit import accuracy
 from .counts import kernel_counts, macs_summary
 
@@ -39,13 +39,14 @@ def kernel_norms(
 
     l1 = sum |w|, l2 = sqrt(sum w^2), max = max |w| over the kh x kw taps. With `normalize`
     each layer's magnitudes are divided by their mean, so layers of different scale compare.
-    QConv2D layers are measured on their float kernel (the one training updates).
+    QConv2D layers are measured on their float kernel (the one training updates), a
+    SeparableConv2D on its pointwise kernel (its 1 x 1 kernels are single weights).
     """
     if norm not in NORMS:
         raise BadInput(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
     out = {}
     for layer in conv_layers(model):
-        w = np.abs(np.asarray(layer.kernel.numpy(), np.float64))
+        w = np.abs(np.asarray(conv_kernel(layer).numpy(), np.float64))
         if norm == "l1":
             mag = w.sum(axis=(0, 1))
         elif norm == "l2":
@@ -146,13 +147,13 @@ class _ZeroedCopy:
         self.model = tf.keras.models.clone_model(model)
         self.model.set_weights(model.get_weights())
         self.layers = {layer.name: layer for layer in conv_layers(self.model)}
-        self.original = {name: layer.kernel.numpy() for name, layer in self.layers.items()}
+        self.original = {name: conv_kernel(layer).numpy() for name, layer in self.layers.items()}
 
     def zero(self, masks: dict[str, np.ndarray]) -> None:
         for name, kernel in self.original.items():
             pruned = masks.get(name)
             value = kernel if pruned is None else np.where(pruned, np.float32(0.0), kernel)
-            self.layers[name].kernel.assign(value)
+            conv_kernel(self.layers[name]).assign(value)
 
 
 def sensitivity(model: tf.keras.Model, masks: dict[str, np.ndarray], data: Dataset) -> dict[str, float | None]:

@@ -345,7 +345,7 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
 
     `layer` / `channel` choose the kernel grid (default: the output channel with most pruned kernels).
     """
-    from ..masks import conv_layers
+    from ..masks import conv_kernel, conv_layers
 
     if not cfg.run_dir.is_dir():
         raise BadInput(f"{cfg.run_dir}: no such run; {run_step('baseline')}")
@@ -353,7 +353,7 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
     run.grid_layer, run.grid_channel = layer, channel
     base = run.models["baseline"]
     if base is not None and (layer is not None or channel is not None):
-        outputs = {c.name: int(c.kernel.shape[-1]) for c in conv_layers(base)}
+        outputs = {c.name: int(conv_kernel(c).shape[-1]) for c in conv_layers(base)}
         if layer is not None and layer not in outputs:
             raise BadInput(f"{option('layer')} {layer!r}: not a conv layer of this run's model ({', '.join(outputs)})")
         grid_layer, grid_channel = _grid_choice(run)

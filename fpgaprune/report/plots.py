@@ -127,12 +127,12 @@ def kernel_grid(
     One symmetric colour scale for the channel, so a near-zero kernel looks pale next to the
     others; pruned kernels get a red frame.
     """
-    from ..masks import conv_layers
+    from ..masks import conv_kernel, conv_layers
 
     convs = {c.name: c for c in conv_layers(model)}
     if layer not in convs:
         raise BadInput(f"kernel grid: no conv layer {layer!r} (conv layers: {', '.join(convs) or 'none'})")
-    kernel = np.asarray(convs[layer].kernel.numpy())
+    kernel = np.asarray(conv_kernel(convs[layer]).numpy())
     kh, kw, n_in, n_out = kernel.shape
     if not 0 <= cout < n_out:
         raise BadInput(f"kernel grid: output channel {cout} is out of range for {layer} (0..{n_out - 1})")
