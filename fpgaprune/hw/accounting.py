@@ -35,6 +35,10 @@ from .export import read_manifest
 LUT_MODEL = "LUT ~ b_w*b_a/2 per LUT-mapped multiplier; DSP per hls4ml VivadoDSPEstimator (weights >= 9 bits)"
 ZERO_SAVING = "zeros save multipliers only with Latency at reuse factor 1 or Resource_Unrolled"
 
+# hls4ml's 2-D convolution classes (a 1x1 Conv2D is a PointwiseConv2D in io_stream); all store
+# their kernel like a Conv2D.
+CONV2D_CLASSES = ("Conv2D", "PointwiseConv2D", "DepthwiseConv2D")
+CONV_CLASSES = ("Conv1D", *CONV2D_CLASSES)
 _HEADER = re.compile(r"//Numpy array shape \[([\d, ]*)\].*?//Number of zeros (\d+)", re.S)
 _ARRAY = re.compile(r"=\s*\{([^}]*)\}")
 
@@ -76,7 +80,7 @@ def kernel_in_keras_layout(weights: WeightFile, layer: dict) -> np.ndarray:
         return w.reshape(kernel_shape)
     if layer["class"] == "Dense":
         return w.reshape(kernel_shape[::-1]).T
-    if layer["class"] == "Conv2D":
+    if layer["class"] in CONV2D_CLASSES:
         h, wd, c, f = kernel_shape
         return np.transpose(w.reshape(f, h, wd, c), (1, 2, 3, 0))  # (F,H,W,C) -> (H,W,C,F)
     if layer["class"] == "Conv1D":
@@ -210,7 +214,7 @@ def warnings(rows: list[LayerCount]) -> list[str]:
     return out
 
 
-def totals(rows: list[LayerCount], kinds: tuple[str, ...] = ("Conv1D", "Conv2D", "Dense")) -> dict:
+def totals(rows: list[LayerCount], kinds: tuple[str, ...] = (*CONV_CLASSES, "Dense")) -> dict:
     pick = [r for r in rows if r.kind in kinds]
     keys = ("weights", "nonzero", "masked_weights", "mults_per_image_unpruned", "mults_per_image",
             "multipliers_unpruned", "multipliers", "dsp_unpruned", "dsp", "lut_unpruned", "lut")
@@ -218,7 +222,7 @@ def totals(rows: list[LayerCount], kinds: tuple[str, ...] = ("Conv1D", "Conv2D",
 
 
 def as_dict(rows: list[LayerCount]) -> dict:
-    conv = totals(rows, ("Conv1D", "Conv2D"))
+    conv = totals(rows, CONV_CLASSES)
     return {
         "model": LUT_MODEL,
         "layers": [asdict(r) for r in rows],

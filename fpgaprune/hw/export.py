@@ -33,7 +33,9 @@ from .quantize import check_convertible, hls4ml_version, logits_model
 MANIFEST = "fpgaprune.json"
 HLS_MODEL = "model.fml"
 PROJECT_NAME = "myproject"
-WEIGHT_CLASSES = ("Conv1D", "Conv2D", "Dense")
+# hls4ml layer classes with a weight array (a 1x1 Conv2D becomes PointwiseConv2D in io_stream).
+WEIGHT_CLASSES = ("Conv1D", "Conv2D", "PointwiseConv2D", "DepthwiseConv2D", "Dense")
+KERNEL_NAMES = ("kernel", "depthwise_kernel")  # the Keras weight behind hls4ml's "weight"
 DEFAULT_MAXIMUM_SIZE = 4096  # hls4ml's own default for config_array_partition -maximum_size
 
 
@@ -72,7 +74,7 @@ def hls_config(model: tf.keras.Model, ecfg: ExportConfig, backend: str) -> dict:
     """hls4ml's per-layer config with the strategy and reuse factor of the export section."""
     import hls4ml
 
-    weight_layers = [layer.name for layer in model.layers if hasattr(layer, "kernel")]
+    weight_layers = [layer.name for layer in model.layers if _kernel(layer) is not None]
     for key, table in (("layer_reuse", ecfg.layer_reuse), ("layer_strategy", ecfg.layer_strategy)):
         for name in table:
             if name not in weight_layers:
@@ -93,6 +95,7 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
     import hls4ml
 
     check_convertible(model)
+    add_bit_exact_rules()
     kwargs = {"part": ecfg.part, "clock_period": ecfg.clock_period, "io_type": ecfg.io_type}
     if backend == "VivadoAccelerator":
         kwargs.update(board=ecfg.board, part=board_part(ecfg))
@@ -120,6 +123,27 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
         raise WorkFailed(f"hls4ml could not convert the model for {backend}: {message}") from None
     hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
     return hls_model
+
+
+def add_bit_exact_rules() -> None:
+    """Teach hls4ml 1.3's bit-exact precision pass the layers it has no rule for (ZeroPadding2D).
+
+    Its `bit_exact` pass derives each layer's exact output precision from its inputs, one rule per
+    layer class, and stops with NotImplementedError at a ZeroPadding2D. Padding adds zeros, which
+    need no bits: the output keeps the input's precision, with the zeros at k = i = f = 0 (the
+    same rule its convolutions already apply to their own padding). Registering it is idempotent.
+    """
+    from hls4ml.model.layers import ZeroPadding2D
+    from hls4ml.model.optimizer.passes import bit_exact
+
+    if ZeroPadding2D in bit_exact._produce_kif.registry:
+        return
+
+    @bit_exact._produce_kif.register(ZeroPadding2D)
+    def _(layer):
+        a = layer.attributes
+        pad = ((a["pad_top"], a["pad_bottom"]), (a["pad_left"], a["pad_right"]), (0, 0))
+        return tuple(np.pad(v, pad).astype(np.int16) for v in bit_exact.get_input_kifs(layer)[0])
 
 
 def write_project(hls_model) -> None:
@@ -157,7 +181,7 @@ def layer_manifest(hls_model, qmodel: tf.keras.Model, masks: dict[str, np.ndarra
         weight = layer.weights["weight"]
         bias = layer.weights.get("bias")
         out_shape = list(layer.get_output_variable().shape)
-        kernel = keras_layers[layer.name].kernel if layer.name in keras_layers else None
+        kernel = _kernel(keras_layers[layer.name]) if layer.name in keras_layers else None
         in_precision = layer.get_input_variable().type.precision
         rows.append(
             {
@@ -180,6 +204,11 @@ def layer_manifest(hls_model, qmodel: tf.keras.Model, masks: dict[str, np.ndarra
             }
         )
     return rows
+
+
+def _kernel(layer):
+    """The Keras weight hls4ml exports as a layer's "weight" (None for layers without one)."""
+    return next((k for k in (getattr(layer, name, None) for name in KERNEL_NAMES) if k is not None), None)
 
 
 def _masked_weights(pruned, kernel) -> int:

@@ -1,13 +1,18 @@
 """Quantization: the pruned Keras model as a QKeras model, fine-tuned with the masks still on.
 
 `build_quantized_model` rebuilds the model layer by layer: an input quantizer first (hls4ml
-needs one to derive bit-exact precisions), Conv2D/Dense as QConv2D/QDense with
-`quantized_bits(bits, integer, alpha=1)` weights (plain fixed point, no scale, so the
-quantized weights are exactly the ap_fixed values in the HLS project), ReLU as
-`QActivation(quantized_relu(bits, integer))`. The masks go back on with `apply_masks`, whose
-KernelMask keeps QKeras' weight clipping, so quantization-aware training keeps every pruned
-kernel at 0.0; `quantized_bits` maps 0.0 to exactly 0, which `check_quantized_zeros` verifies
-on the quantized weights themselves.
+needs one to derive bit-exact precisions), Conv2D/DepthwiseConv2D/Dense as QConv2D/
+QDepthwiseConv2D/QDense with `quantized_bits(bits, integer, alpha=1)` weights (plain fixed
+point, no scale, so the quantized weights are exactly the ap_fixed values in the HLS project),
+a SeparableConv2D as its two halves (QDepthwiseConv2D `<name>_depthwise`, then a 1x1 QConv2D
+`<name>` holding the pointwise kernel its mask names), ReLU as
+`QActivation(quantized_relu(bits, integer))`, a LeakyReLU (power-of-two slope) followed by
+`QActivation(quantized_bits)`, and an average over a pixel count that is not a power of two
+followed by `QActivation(quantized_bits)` too: fixed point divides exactly only by powers of
+two, and a quantizer right after the division makes both sides round the same. The masks go
+back on with `apply_masks`, whose KernelMask keeps QKeras' weight clipping, so
+quantization-aware training keeps every pruned kernel at 0.0; `quantized_bits` maps 0.0 to
+exactly 0, which `check_quantized_zeros` verifies on the quantized weights themselves.
 
     qmodel = build_quantized_model(pruned, cfg.quantize, masks)
     qmodel, summary = quantize_model(pruned, masks, data, cfg)
@@ -22,15 +27,8 @@ from ..config import Config, QuantizeConfig
 from ..data import Dataset
 from ..errors import BadInput, WorkFailed
 from ..masks import ChannelMask, all_layers, apply_masks, conv_layers, masked_max_abs
+from .support import ACTIVATION_TYPES, PASS_THROUGH, WEIGHT_TYPES, check_convertible, exact_average
 
-# Layers passed through unchanged: they only move, pick or pad values (bit-exact in hls4ml).
-PASS_THROUGH = {
-    "Flatten", "Reshape", "Dropout", "MaxPooling1D", "MaxPooling2D", "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D",
-    "UpSampling1D", "UpSampling2D", "Concatenate", "Add", "Permute",
-}
-WEIGHT_TYPES = {"Conv2D": "QConv2D", "QConv2D": "QConv2D", "Dense": "QDense", "QDense": "QDense"}
-ACTIVATION_TYPES = {"Activation", "ReLU", "QActivation", "Softmax"}
 # hls4ml reserves this layer name for its own input node.
 RESERVED_NAMES = {"input": "image"}
 
@@ -54,19 +52,6 @@ def quantizers(cfg: QuantizeConfig):
         return quantized_bits(cfg.input_bits, cfg.input_integer, alpha=1)
 
     return weight, bias, relu, inputs
-
-
-def check_convertible(model: tf.keras.Model) -> None:
-    """Raise BadInput naming the first layer hls4ml 1.3 cannot convert, with its type."""
-    from hls4ml.converters import get_supported_keras_layers
-
-    supported = set(get_supported_keras_layers()) | {"Dropout"}
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if isinstance(layer, tf.keras.Model):
-            raise BadInput(f"layer {layer.name!r} is a nested model ({kind}); flatten it into one model first")
-        if kind not in supported:
-            raise BadInput(f"layer {layer.name!r} ({kind}) cannot be converted by hls4ml {hls4ml_version()}")
 
 
 def hls4ml_version() -> str:
@@ -96,6 +81,8 @@ def _layer_graph(model: tf.keras.Model):
 
 def _activation_name(layer) -> str:
     kind = type(layer).__name__
+    if kind == "LeakyReLU" or (kind == "ReLU" and _slope(layer)):
+        return "leaky_relu"
     if kind == "ReLU":
         return "relu"
     if kind == "Softmax":
@@ -134,7 +121,7 @@ def build_quantized_model(model: tf.keras.Model, cfg: QuantizeConfig, masks: dic
     qmodel = tf.keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_q")
     for layer in layers:  # weights are copied once the model is built
         if type(layer).__name__ in WEIGHT_TYPES:
-            qmodel.get_layer(layer.name).set_weights(layer.get_weights())
+            _copy_weights(layer, qmodel)
     if masks:
         qmodel = apply_masks(qmodel, masks, prune_bias=_has_bias_masks(model))
     return qmodel
@@ -150,32 +137,83 @@ def _quantized_input(shape, name: str, quantizer_name: str, input_q, inputs: lis
 
 
 def _quantized_layer(layer, x, qs):
-    """`layer` applied to `x` as QKeras: Conv2D/Dense and ReLU quantized, pooling/reshaping as is."""
-    from qkeras import QConv2D, QDense
+    """`layer` applied to `x` as QKeras: conv/dense and activations quantized, pooling/reshaping as is."""
+    from qkeras import QActivation
 
     weight_q, bias_q, relu_q, _ = qs
     kind = type(layer).__name__
     if kind in WEIGHT_TYPES:
         config = _plain_weight_config(layer)
         act = config.pop("activation")
-        cls = QConv2D if WEIGHT_TYPES[kind] == "QConv2D" else QDense
-        x = cls(**config, kernel_quantizer=weight_q(layer.name), bias_quantizer=bias_q(layer.name))(x)
+        x = _weight_layer(WEIGHT_TYPES[kind], config, lambda: weight_q(layer.name), lambda: bias_q(layer.name))(x)
         act_name = act if isinstance(act, str) else "linear"
         return _activation(x, act_name, f"{layer.name}_{act_name}", relu_q)
     if kind in ACTIVATION_TYPES:
-        return _activation(x, _activation_name(layer), layer.name, relu_q)
+        return _activation(x, _activation_name(layer), layer.name, relu_q, _slope(layer))
     if kind in PASS_THROUGH:
-        return type(layer).from_config(layer.get_config())(x)
+        x = type(layer).from_config(layer.get_config())(x)
+        if kind in ("AveragePooling2D", "GlobalAveragePooling2D") and not exact_average(layer):
+            x = QActivation(_signed(relu_q(layer.name)), name=f"{layer.name}_quantizer")(x)
+        return x
     raise BadInput(
-        f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes Conv2D, Dense "
-        "and ReLU, and passes pooling/reshaping through); fold or remove it first"
+        f"layer {layer.name!r} ({kind}) is not quantized by fpgaprune (it quantizes conv, dense "
+        "and activation layers, and passes pooling/reshaping through); fold or remove it first"
     )
 
 
-def _activation(x, kind: str | None, name: str, relu_q):
-    """ReLU as QActivation(quantized_relu); linear dropped; others (softmax, tanh...) kept as float."""
+def _weight_layer(qkind: str, config: dict, weight_q, bias_q):
+    """The QKeras layer of kind `qkind` with `config`, or (QSeparableConv2D) its two halves as one callable.
+
+    `weight_q` / `bias_q` make a fresh quantizer per call: QKeras layers must not share one.
+    """
+    from qkeras import QConv2D, QDense, QDepthwiseConv2D
+
+    if qkind == "QDepthwiseConv2D":
+        return QDepthwiseConv2D(**config, depthwise_quantizer=weight_q(), bias_quantizer=bias_q())
+    if qkind != "QSeparableConv2D":
+        cls = QConv2D if qkind == "QConv2D" else QDense
+        return cls(**config, kernel_quantizer=weight_q(), bias_quantizer=bias_q())
+    name = config["name"]
+    depthwise = QDepthwiseConv2D(config["kernel_size"], strides=config["strides"], padding=config["padding"],
+                                 use_bias=False, depthwise_quantizer=weight_q(), name=f"{name}_depthwise")
+    pointwise = QConv2D(config["filters"], 1, use_bias=config["use_bias"], kernel_quantizer=weight_q(),
+                        bias_quantizer=bias_q(), name=name)
+    return lambda x: pointwise(depthwise(x))
+
+
+def _copy_weights(layer, qmodel) -> None:
+    """`layer`'s weights into its QKeras counterpart (a SeparableConv2D's into its two halves)."""
+    weights = layer.get_weights()
+    if type(layer).__name__ == "SeparableConv2D":
+        qmodel.get_layer(f"{layer.name}_depthwise").set_weights(weights[:1])
+        weights = weights[1:]
+    qmodel.get_layer(layer.name).set_weights(weights)
+
+
+def _slope(layer) -> float:
+    """The negative slope of a ReLU / LeakyReLU layer (0.0 for others)."""
+    config = layer.get_config()
+    if type(layer).__name__ == "LeakyReLU":
+        return float(config.get("alpha", config.get("negative_slope", 0.3)))
+    return float(config.get("negative_slope", 0.0)) if type(layer).__name__ == "ReLU" else 0.0
+
+
+def _signed(relu_quantizer):
+    """quantized_bits with the relu's step and range plus a sign bit: ap_fixed<bits + 1, integer + 1>."""
+    from qkeras import quantized_bits
+
+    return quantized_bits(int(relu_quantizer.bits) + 1, int(relu_quantizer.integer), alpha=1)
+
+
+def _activation(x, kind: str | None, name: str, relu_q, slope: float = 0.0):
+    """ReLU as QActivation(quantized_relu); a leaky relu as the float LeakyReLU then QActivation(quantized_bits)
+    (QKeras' own leaky quantized_relu clips its negative side where hls4ml's does not); linear dropped;
+    others (softmax, tanh...) kept as float."""
     from qkeras import QActivation
 
+    if kind == "leaky_relu":
+        x = tf.keras.layers.LeakyReLU(slope, name=f"{name}_slope")(x)
+        return QActivation(_signed(relu_q(name)), name=name)(x)
     if kind == "relu":
         return QActivation(relu_q(name), name=name)(x)
     if kind in ("linear", None):
@@ -188,11 +226,11 @@ def _has_bias_masks(model) -> bool:
 
 
 def _plain_weight_config(layer) -> dict:
-    """A Conv2D/Dense config without mask constraints or old quantizers (they are rebuilt)."""
+    """A conv/dense config without mask constraints or old quantizers (they are rebuilt)."""
     config = dict(layer.get_config())
-    for key in ("kernel_quantizer", "bias_quantizer", "kernel_range", "bias_range",
-                "kernel_constraint", "bias_constraint"):
-        config.pop(key, None)
+    for which in ("kernel", "depthwise", "pointwise", "bias"):
+        for key in (f"{which}_quantizer", f"{which}_range", f"{which}_constraint"):
+            config.pop(key, None)
     return config
 
 
