@@ -2,7 +2,7 @@
 
 Covers a second process on the same run, temporaries of killed processes, resuming with another
 config, a full disk, a read-only runs folder, too long a run name, a C-simulation summary that
-may not be replaced, dead or empty prunes, and nested models.
+may not be replaced, dead or empty prunes, and nested models (flattened, then pruned).
 """
 
 from __future__ import annotations
@@ -164,12 +164,17 @@ def test_dead_layers_and_empty_prunes_are_said_plainly(tmp_path):
     assert summary["warnings"] == ["warning: conv2: all 32 kernels pruned; the layer passes on only its biases"]
 
 
-def test_a_nested_model_is_refused_before_anything_runs(tmp_path):
+def test_a_nested_model_is_flattened_and_pruned(tmp_path):
     inner = tf.keras.Sequential([tf.keras.layers.Conv2D(4, 3, name="conv_a"), tf.keras.layers.ReLU()], name="block")
     x = tf.keras.Input((28, 28, 1))
     y = tf.keras.layers.Dense(10)(tf.keras.layers.Flatten()(inner(x)))
     path = tmp_path / "nested.h5"
     tf.keras.Model(x, y).save(path)
-    line = one_error(run_cli("analyze", *args_for(tmp_path, "--set", f"model.source=file:{path}")), 2)
-    assert "layer 'block' is a nested Sequential model" in line
-    assert not (tmp_path / "runs").exists()
+    proc = run_cli("prune", *args_for(tmp_path, "--set", f"model.source=file:{path}", "--fraction", "0.5",
+                                      "--epochs", "1", "--layers", "conv_a"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs" / "faults"
+    baseline = json.loads((run / "baseline" / "summary.json").read_text())
+    assert baseline["flatten"]["inlined"] == ["block"]
+    pruned = json.loads((run / "pruned" / "summary.json").read_text())
+    assert pruned["kernels_pruned"]["conv_a"] == 2 and pruned["masked_max_abs"] == 0.0  # ceil(0.5 * 1 x 4)

@@ -39,9 +39,12 @@ def model_data(run: Run, cfg: Config, options: Options):
 
 def check_quantize(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     if cfg.quantize.start_from not in planned:
+        from ..hw.support import check_convertible
         from .training_steps import refuse_nested
 
-        refuse_nested(quantize_source(run, cfg)[0])
+        model = quantize_source(run, cfg)[0]
+        refuse_nested(model)
+        check_convertible(model)  # before quantization-aware training starts
     model_data(run, cfg, options)
 
 

@@ -42,10 +42,12 @@ def masks_from_file(path: str, model) -> dict:
 
 
 def model_for_checks(run: Run, cfg: Config):
-    """The saved baseline, or the untrained model: enough to check masks before any work."""
+    """The saved baseline, or the model the config names as the baseline step will save it
+    (flattened, BN folded): enough to check masks and layer names before any work."""
+    from ..graph import prepare_model
     from ..models import build_model
 
-    return run.load("baseline")[0] if run.has("baseline") else build_model(cfg.model)
+    return run.load("baseline")[0] if run.has("baseline") else prepare_model(build_model(cfg.model))[0]
 
 
 def spec_masks_of(run: Run, cfg: Config, model=None):
@@ -55,15 +57,20 @@ def spec_masks_of(run: Run, cfg: Config, model=None):
 
 
 def check_baseline(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
-    """The model the config names can be built (a user's file loads), and the data loads."""
+    """The model the config names can be built (a user's file loads), flattened and BN-folded, and
+    every layer can go to hardware; and the data loads. All before anything trains."""
+    from ..graph import prepare_model
+    from ..hw.support import check_convertible
     from ..models import build_model
 
-    refuse_nested(build_model(cfg.model))
+    check_convertible(prepare_model(build_model(cfg.model))[0])
     run.load_data(options.test_data)
 
 
 def refuse_nested(model) -> None:
-    """One flat graph is what masks, quantization and hls4ml take; a sub-model is refused, not skipped."""
+    """One flat graph is what masks, quantization and hls4ml take. The baseline step flattens a
+    user's nested model; a saved stage that still holds a sub-model (saved by an older version)
+    is refused, not skipped."""
     import tensorflow as tf
 
     nested = [layer for layer in model.layers if isinstance(layer, tf.keras.Model)]
@@ -103,26 +110,47 @@ def baseline(run: Run, cfg: Config, options: Options) -> StageResult:
     for a user's model (model.retrain false, their default) the weights as brought, evaluated."""
     from ..checkpoint import remove_checkpoint
     from ..data import check_fits
+    from ..graph import flatten_model, fold_batchnorm
     from ..models import build_model
-    from ..training.fit import baseline_summary, train_baseline
+    from ..training.fit import baseline_summary, evaluate, train_baseline
 
     data = run.load_data(options.test_data)
     ckpt = run.checkpoint_dir("baseline")
     reseed(cfg.seed)  # before building, so the initial weights are seeded too
-    model = build_model(cfg.model)
-    if cfg.model.retrains:
+    model, flat_report = flatten_model(build_model(cfg.model), data.x_train)
+    if cfg.model.retrains:  # BN trains as BN; it is folded into the weights afterwards
         model, summary = train_baseline(model, data, cfg, verbose=options.verbose, checkpoint_dir=ckpt,
                                         resume=options.resume)
+        model, fold_report = fold_batchnorm(model, data.x_train)
+        if fold_report["folded"]:
+            summary.update(evaluate(model, data), params=int(model.count_params()))
     else:
         check_fits(model, data)
+        model, fold_report = fold_batchnorm(model, data.x_train)
         summary = baseline_summary(model, data, cfg)
+    summary.update(flatten=flat_report, batchnorm_fold=fold_report)
     result = StageResult("baseline", summary["val_accuracy"], summary["test_accuracy"], summary=summary)
     folder = run.save("baseline", model, result.with_summary(), force=options.force)
     remove_checkpoint(ckpt)
     how = "trained" if cfg.model.retrains else f"kept as brought from {cfg.model.source}"
     options.say(f"baseline saved to {folder} ({how}): {result.accuracy_split} accuracy {result.accuracy:.4f}, "
                 f"{summary['params']} parameters")
+    for line in graph_lines(flat_report, fold_report):
+        options.say(line)
     return replace(result, folder=folder, model=model)
+
+
+def graph_lines(flat_report: dict, fold_report: dict) -> list[str]:
+    """What flattening and BN folding did, in plain words (nothing for a model they left as is)."""
+    out = []
+    if flat_report["inlined"]:
+        renamed = "".join(f"; {old} is now {new}" for old, new in flat_report["renamed"].items())
+        out.append(f"nested models inlined: {', '.join(flat_report['inlined'])}{renamed}")
+    if fold_report["folded"]:
+        pairs = ", ".join(f"{f['batchnorm']} -> {f['into']}" for f in fold_report["folded"])
+        out.append(f"BatchNormalization folded into the layer before it: {pairs} "
+                   f"(outputs agree to {fold_report['max_abs_diff']:.1e})")
+    return out
 
 
 def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
