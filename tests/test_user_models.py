@@ -20,11 +20,11 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from fpgaprune.config import QuantizeConfig
 from fpgaprune.graph import prepare_model
 from fpgaprune.hw.accounting import check_masked_zeros
 from fpgaprune.hw.quantize import build_quantized_model
 from fpgaprune.hw.support import check_convertible
-from fpgaprune.config import QuantizeConfig
 from fpgaprune.masks import conv_layers, load_masks
 from fpgaprune.models import load_saved_model
 
