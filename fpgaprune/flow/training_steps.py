@@ -56,10 +56,12 @@ def spec_masks_of(run: Run, cfg: Config, model=None):
 
 def check_baseline(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     """The model the config names can be built (a user's file loads), and the data loads."""
+    from ..data import check_fits
     from ..models import build_model
 
-    refuse_nested(build_model(cfg.model))
-    run.load_data(options.test_data)
+    model = build_model(cfg.model)
+    refuse_nested(model)
+    check_fits(model, run.load_data(options.test_data))
 
 
 def refuse_nested(model) -> None:
@@ -218,9 +220,16 @@ def transfer_data(run: Run, cfg: Config, options: Options):
 
 
 def check_transfer(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    """Every decision the transfer makes (edits, what trains, labels that fit), before any work."""
+    from ..data import check_fits
+    from ..transfer.stage import LABEL_HINT, prepare, select_task
+
+    data = transfer_data(run, cfg, options)
     if cfg.transfer.start_from not in planned:
-        refuse_nested(_transfer_source(run, cfg))
-    transfer_data(run, cfg, options)
+        model = _transfer_source(run, cfg)
+        refuse_nested(model)
+        plan = prepare(model, cfg)
+        check_fits(plan.model, select_task(data, cfg.transfer.classes, cfg.transfer.per_class), LABEL_HINT)
 
 
 def _transfer_source(run: Run, cfg: Config):
