@@ -2,9 +2,10 @@
 
 It lives beside the `fpgaprune` package, not inside it: importing `fpgaprune` registers its
 Keras classes (so saved stage models load in plain Keras), which imports TensorFlow, and
-`--help` and `--version` should answer at once. A command imports the flow only when it runs. Exit codes: 0 success, 1 failure during the work,
-2 bad input (config, mask spec, model file, data), with a one-line message naming the problem,
-130 interrupted.
+`--help` and `--version` should answer at once. A command imports the flow only when it runs.
+
+Exit codes: 0 success, 1 failure during the work, 2 bad input (config, mask spec, model file,
+data), with a one-line message naming the problem, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def test_stage_models_load_in_plain_keras_after_import_fpgaprune(tmp_path):
         "import fpgaprune, tensorflow as tf, sys\n"
         "for name in sys.argv[1:]:\n"
         "    model = tf.keras.models.load_model(name, compile=False)\n"
-        "    print(type(model.get_layer('conv2')).__name__, type(model.get_layer('conv2').kernel_constraint).__name__)\n"
+        "    conv2 = model.get_layer('conv2')\n"
+        "    print(type(conv2).__name__, type(conv2.kernel_constraint).__name__)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pruned.h5"), str(tmp_path / "quantized.h5")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
