@@ -73,9 +73,10 @@ def test_force_checks_inputs_before_removing_an_interrupted_runs_checkpoints(tmp
 
 
 def test_help_and_version_import_no_tensorflow():
+    """The command lives beside the package, so --help and --version need no TensorFlow."""
     code = (
         "import sys\n"
-        "from fpgaprune.cli import COMMANDS, main\n"
+        "from fpgaprune_cli import COMMANDS, main\n"
         "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in COMMANDS]):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -86,8 +87,32 @@ def test_help_and_version_import_no_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False False"
-    version = subprocess.run([sys.executable, "-m", "fpgaprune.cli", "--version"], capture_output=True, text=True)
+    version = subprocess.run([sys.executable, "-m", "fpgaprune_cli", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("fpgaprune ") and version.returncode == 0
+
+
+def test_stage_models_load_in_plain_keras_after_import_fpgaprune(tmp_path):
+    """A pruned (KernelMask) and a quantized (QKeras) stage model, loaded in a fresh process."""
+    from fpgaprune.config import ModelConfig, QuantizeConfig
+    from fpgaprune.hw.quantize import build_quantized_model
+    from fpgaprune.masks import apply_masks
+    from fpgaprune.models import build_reference_cnn, save_model
+
+    masks = {"conv2": np.eye(4, 8, dtype=bool)}
+    pruned = apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks)
+    save_model(pruned, tmp_path / "pruned.h5")
+    save_model(build_quantized_model(pruned, QuantizeConfig(), masks), tmp_path / "quantized.h5")
+    code = (
+        "import fpgaprune, tensorflow as tf, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    model = tf.keras.models.load_model(name, compile=False)\n"
+        "    conv2 = model.get_layer('conv2')\n"
+        "    print(type(conv2).__name__, type(conv2.kernel_constraint).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pruned.h5"), str(tmp_path / "quantized.h5")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["Conv2D", "KernelMask", "QConv2D", "KernelMask"]
 
 
 @pytest.mark.slow
