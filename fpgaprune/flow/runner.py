@@ -24,7 +24,6 @@ from .guards import check_name, guard_resume, settle_checkpoints, storage_faults
 from .options import Options
 from .steps import STEPS
 
-
 # Steps that write HLS projects (their folder is locked and swept like the run folder).
 HARDWARE_STEPS = ("export", "csim", "accounting", "synth")
 
