@@ -17,24 +17,16 @@ import tensorflow as tf
 import yaml
 
 from fpgaprune.cli import main
-from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
+from fpgaprune.config import QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
 from fpgaprune.hw.csim import SUMMARY, compare, run_csim
 from fpgaprune.hw.export import export_project
 from fpgaprune.hw.quantize import build_quantized_model, quantize_model
-from fpgaprune.masks import apply_masks, save_masks
-from fpgaprune.models import build_reference_cnn
+from fpgaprune.masks import save_masks
 
-from .conftest import error_lines, run_cli
+from .conftest import TINY, error_lines, run_cli, tiny_pruned
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
-TINY = {"conv_filters": [4, 8], "fc_units": 16}
-
-
-def tiny_pruned(seed=0):
-    tf.keras.utils.set_random_seed(seed)
-    masks = {"conv2": np.random.RandomState(seed).rand(4, 8) < 0.5}
-    return apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks), masks
 
 
 @pytest.mark.slow
