@@ -44,6 +44,7 @@ def exported(tmp_path_factory):
     return folder, qmodel, masks
 
 
+@pytest.mark.slow
 def test_counts_come_from_the_exported_files(exported):
     folder, qmodel, masks = exported
     rows = {r.name: r for r in count_project(folder)}

@@ -119,6 +119,7 @@ def test_macs_of_reference_model(reference_model):
     assert counts["total"] == {"kernels": 1056, "pruned": 2, "kept": 1054}
 
 
+@pytest.mark.slow
 def test_sensitivity_is_read_only(reference_model, small_data):
     weights = [w.copy() for w in reference_model.get_weights()]
     norms = kernel_norms(reference_model)
@@ -137,6 +138,7 @@ def test_sensitivity_is_read_only(reference_model, small_data):
     assert sweep["conv2"][1]["val_accuracy"] == everything["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_cli_analyze_writes_table_spec_and_masks(tmp_path, capsys):
     runs = tmp_path / "runs"
     code = main(
@@ -175,6 +177,7 @@ def test_cli_analyze_writes_table_spec_and_masks(tmp_path, capsys):
         assert json.loads((folder / "summary.json").read_text())["kernels"]["total"]["pruned"] == pruned
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, fragment",
     [

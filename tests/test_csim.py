@@ -236,6 +236,7 @@ def test_hls_archive_array_reference_outside_is_refused(tmp_path):
         load_hls_model(project, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_csim_command_refuses_a_hostile_project(tmp_path, capsys, monkeypatch):
     """`fpgaprune csim` on a project whose model.fml holds ../../x: exit 2, one line, nothing written."""
     from fpgaprune.run import Run

@@ -71,6 +71,7 @@ def test_project_layout_and_testbench_data(tmp_path, pruned_qmodel):
     assert not list(tmp_path.glob("t/.*"))  # no temporary folder left behind
 
 
+@pytest.mark.slow
 def test_existing_project_is_not_overwritten_without_force(tmp_path, pruned_qmodel):
     qmodel, _ = pruned_qmodel
     cfg = config(tmp_path)

@@ -56,6 +56,7 @@ def test_fixes_are_named_in_library_words_and_in_cli_words():
     assert BadInput(message).for_cli() == render(message, cli=True)
 
 
+@pytest.mark.slow
 def test_force_checks_inputs_before_removing_an_interrupted_runs_checkpoints(tmp_path):
     cfg = flow_config(tmp_path)
     ckpt = Run(cfg).checkpoint_dir("baseline")
@@ -144,6 +145,7 @@ def test_flow_from_quantize_to_csim_over_an_existing_pruned_stage(tmp_path):
     assert kept.results["quantize"].reused
 
 
+@pytest.mark.slow
 def test_a_users_model_is_kept_as_brought_not_retrained(tmp_path):
     """file: models keep their weights (model.retrain defaults to false for them), bit for bit."""
     import tensorflow as tf

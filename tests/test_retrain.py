@@ -110,6 +110,7 @@ def test_fraction_schedule():
     assert fraction_schedule(PruneConfig(step=0.1, max_fraction=0.3)) == [0.1, 0.2, 0.3]
 
 
+@pytest.mark.slow
 def test_gradual_keeps_last_model_within_budget(trained, small_data):
     cfg = config(layers=["conv2"], schedule=[0.5, 1.0], epochs=1, max_accuracy_drop=0.15, patience=0)
     model, s = prune_gradual(trained, small_data, cfg, progress=False)
@@ -144,6 +145,7 @@ def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, traine
         assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(
     monkeypatch, tmp_path, trained, small_data, stop_after
@@ -183,6 +185,7 @@ def _runs(tmp_path):
     return ["--set", f"runs_dir={tmp_path / 'runs'}"]
 
 
+@pytest.mark.slow
 def test_cli_prune_with_hand_written_spec(tmp_path):
     spec = tmp_path / "my_spec.yaml"
     spec.write_text("# W_conv2[:, :, 29, 13] does almost nothing\nconv2: [[29, 13]]\n")
@@ -223,6 +226,7 @@ def bad_files(tmp_path):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -249,6 +253,7 @@ def test_cli_prune_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkey
     assert not (tmp_path / "runs").exists()  # not even the baseline was trained
 
 
+@pytest.mark.slow
 def test_cli_prune_bad_spec_in_a_fresh_process(tmp_path, bad_files):
     proc = run_cli("prune", *QUICK, *_runs(tmp_path), "--spec", str(bad_files / "range.yaml"))
     assert proc.returncode == 2

@@ -66,6 +66,7 @@ def same(a, b, atol=0.0):
     return all(np.allclose(x, y, rtol=0, atol=atol) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_last", [1, 2])
 def test_cached_and_uncached_train_the_same_model_frozen_bit_identical(run, train_last):
     cfg, data, _ = run
@@ -183,6 +184,7 @@ def test_training_only_the_inserted_layer(run):
     assert masked_max_abs(model) == 0.0
 
 
+@pytest.mark.slow
 def test_new_head_for_fewer_classes_reuses_the_rest(run):
     cfg, data, _ = run
     pruned, _ = Run(cfg).load("pruned")
@@ -196,6 +198,7 @@ def test_new_head_for_fewer_classes_reuses_the_rest(run):
     assert summary["accuracy_after"] > max(0.6, summary["accuracy_before"])  # chance: 1/3
 
 
+@pytest.mark.slow
 def test_gradual_unfreezing_keeps_masks(run):
     cfg, data, _ = run
     pruned, _ = Run(cfg).load("pruned")
@@ -213,6 +216,7 @@ def test_gradual_unfreezing_keeps_masks(run):
     assert summary["unfreeze"]["compiled"].startswith("graph (XLA: ") and "MaxPool" in summary["unfreeze"]["compiled"]
 
 
+@pytest.mark.slow
 def test_interrupted_transfer_resumes_to_the_same_model(run, tmp_path, monkeypatch):
     """Ctrl-C right after a checkpoint, in the head stage and in the unfreeze stage; --resume
     then ends with the weights and history of an unbroken run."""
@@ -251,6 +255,7 @@ def test_select_task_renumbers_and_limits(small_data):
         select_task(small_data, classes=[5, 5])
 
 
+@pytest.mark.slow
 def test_cli_transfer_writes_summary(run, capsys):
     cfg, _, config_file = run
     assert main(["transfer", "--config", str(config_file), "--quiet", "--train-last", "1"]) == 0
@@ -282,6 +287,7 @@ def bad_files(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -307,6 +313,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(run, bad_files, capsys, args, 
     assert sorted(p.relative_to(cfg.run_dir) for p in cfg.run_dir.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_cli_missing_stage_exits_2_in_a_real_process(tmp_path):
     proc = run_cli("transfer", "--set", f"runs_dir={tmp_path}", "--quiet")
     assert proc.returncode == 2
