@@ -138,9 +138,9 @@ def _link(layer) -> Link:
 
 
 def _activation_kind(layer, activation) -> str:
-    if activation in ELEMENTWISE:
+    if isinstance(activation, str) and activation in ELEMENTWISE:
         return "same"
-    if activation in MIXING:
+    if isinstance(activation, str) and activation in MIXING:
         return "mix"
     raise Refused(f"layer {layer.name!r}: activation {activation!r} is not one the reduction understands")
 
