@@ -38,6 +38,8 @@ _API = {
     # analysis
     "kernel_norms": "analysis.kernels", "ranked_table": "analysis.kernels", "propose": "analysis.kernels",
     "sensitivity": "analysis.kernels", "analyze": "analysis.kernels",
+    # graph transformations
+    "reduce_model": "graph.reduce",
     # training
     "compile_model": "training.fit", "make_optimizer": "training.fit", "fit": "training.fit",
     "evaluate": "training.fit", "prune_oneshot": "training.retrain", "prune_gradual": "training.retrain",

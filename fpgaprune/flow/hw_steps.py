@@ -12,7 +12,7 @@ from ..run import ACCOUNTING_FILE, CSIM_SUMMARY, MASKS_FILE, SYNTH_REPORT, Run, 
 from .options import Options
 
 # quantize.start_from -> the step that makes that stage.
-SOURCE_STEPS = {"pruned": "prune", "baseline": "baseline", "transfer": "transfer"}
+SOURCE_STEPS = {"pruned": "prune", "reduced": "reduce", "baseline": "baseline", "transfer": "transfer"}
 
 
 def quantize_source(run: Run, cfg: Config):
