@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "train",
     "analyze": "analyze",
     "prune": "prune",
+    "reduce": "reduce",
     "report": "report",
     "quantize": "quantize",
     "export": "export",

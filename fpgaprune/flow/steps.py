@@ -21,7 +21,7 @@ STEPS: dict[str, Step] = {
         Step("prune", tr.prune, "zero the chosen kernels, retrain with them locked at 0.0", produces="pruned",
              needs=("baseline",), check=tr.check_selection, trains=True),
         Step("reduce", graph.reduce, "remove the channels and units the masks made dead (outputs unchanged)",
-             produces="reduced", check=graph.check_reduce),
+             produces="reduced", check=graph.check_reduce, in_chain=False),  # optional until quantize starts from it
         Step("transfer", tr.transfer, "retrain only the top layers on new data (optional)", produces="transfer",
              check=tr.check_transfer, trains=True, in_chain=False),
         Step("transfer-demo", tr.transfer_demo, "digits 0-4 -> 5-9 against training from scratch",
