@@ -182,3 +182,28 @@ def test_a_nested_model_is_refused_before_anything_runs(tmp_path):
     line = one_error(run_cli("analyze", *args_for(tmp_path, "--set", f"model.source=file:{path}")), 2)
     assert "layer 'block' is a nested Sequential model" in line
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_holder_leaves_no_lock_that_blocks_the_next_run(tmp_path):
+    """kill -9 in the middle of training: the lock dies with the process, the next run starts over."""
+    import signal
+    import sys
+    import time
+
+    from .conftest import ROOT as root
+
+    root_dir = tmp_path / "runs" / "faults"
+    args = [a if a != "train.epochs=1" else "train.epochs=50" for a in args_for(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "fpgaprune.cli", "train", *args], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (root_dir / ".checkpoints" / "baseline" / "state.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "training never checkpointed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (root_dir / ".lock").is_file()  # left behind by the kill, but no longer locked
+    again = run_cli("train", *args_for(tmp_path, "--force"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (root_dir / "baseline" / "model.h5").is_file() and not (root_dir / ".lock").exists()
