@@ -102,6 +102,11 @@ def test_prune_oneshot_summary(trained, small_data):
     assert [r["round"] for r in s["history"]] == [0, 1] and s["history"][1]["epochs"] == 1
     assert np.all(model.get_layer("conv2").kernel.numpy()[:, :, 29, 13] == 0.0)
     assert trained.get_layer("conv2").kernel.numpy()[:, :, 29, 13].any()
+    # prune.optimizer / learning_rate null: the train section's, recorded as used (not as null)
+    assert (s["optimizer"], s["learning_rate"]) == ("adam", 0.001) and s["prune_config"]["optimizer"] is None
+    _, own = prune_oneshot(trained, masks, small_data, config(mode="oneshot", epochs=0, optimizer="sgd",
+                                                               learning_rate=0.05), verbose=0)
+    assert (own["optimizer"], own["learning_rate"]) == ("sgd", 0.05)
 
 
 def test_fraction_schedule():
@@ -194,6 +199,7 @@ def test_cli_prune_with_hand_written_spec(tmp_path):
     assert s["mode"] == "oneshot" and s["kernels_pruned"]["conv2"] == 1 and s["kernels_pruned"]["total"] == 1
     assert s["macs_before"]["conv2"] - s["macs_after"]["conv2"] == 9 * 11 * 11
     assert s["masked_max_abs"] == 0.0
+    assert (s["optimizer"], s["learning_rate"]) == ("adam", 0.0003)  # train's optimizer, prune's rate
     for key in ("kernels_total", "macs_before", "macs_after", "accuracy_baseline", "accuracy_after", "history"):
         assert key in s
     model = load_saved_model(folder)
