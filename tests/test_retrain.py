@@ -238,7 +238,7 @@ def bad_files(tmp_path):
         (["--spec", "{d}/unknown.yaml"], "no layer named 'conv3'"),
         (["--fraction", "1.5"], "prune.fraction: 1.5 is above the maximum 1.0"),
         (["--threshold", "-0.1"], "prune.threshold: -0.1 is below the minimum 0.0"),
-        (["--layers", "fc2"], "'fc2' is a Dense, not a Conv2D/QConv2D layer"),
+        (["--layers", "fc2"], "prune.layers: 'fc2' is a Dense, not a Conv2D/QConv2D layer"),
         (["--set", "prune.max_accuracy_drop=2"], "prune.max_accuracy_drop: 2.0 is above the maximum 1.0"),
         (["--set", "prune.schedule=[0.5, 0.3]"], "prune.schedule: expected increasing fractions"),
         (["--set", "prune.select=threshold", "--set", "prune.threshold=0.1"], "gradual pruning raises a fraction"),
