@@ -210,6 +210,33 @@ def test_cli_prune_with_hand_written_spec(tmp_path):
         assert np.argwhere(z["conv2"]).tolist() == [[29, 13]]
 
 
+def test_gradual_budget_worth_too_few_validation_images_is_refused_before_training(tmp_path, capsys):
+    small_split = ["--set", "data.validation_fraction=0.01"]  # 50 of mnist-5k's images; budget 0.005
+    assert main(["prune", *QUICK, *small_split, *_runs(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert ("prune.max_accuracy_drop: a budget of 0.005 on 50 validation images is worth 0.25 images, below the 2 "
+            "that gradual pruning needs") in err[0]
+    assert "raise data.validation_fraction (now 0.01) so that at least 400 images validate" in err[0]
+    assert err[0].endswith("or raise prune.max_accuracy_drop to at least 0.04")
+    assert not (tmp_path / "runs").exists()  # refused before the baseline trained
+
+
+@pytest.mark.parametrize("drop, n_val, ok", [(0.005, 500, True), (0.004, 500, True), (0.0039, 500, False),
+                                             (0.0, 500, False), (0.067, 30, True), (0.066, 30, False)])
+def test_check_budget(drop, n_val, ok):
+    from fpgaprune.errors import BadInput
+    from fpgaprune.flow.training_steps import check_budget
+
+    cfg = replace(Config(), prune=replace(PruneConfig(), max_accuracy_drop=drop))
+    if ok:
+        check_budget(cfg, n_val)
+        return
+    with pytest.raises(BadInput, match=r"^prune.max_accuracy_drop: a budget of .* raise prune.max_accuracy_drop to "
+                                       r"at least"):
+        check_budget(cfg, n_val)
+
+
 def test_cli_prune_refuses_to_overwrite(tmp_path, capsys):
     folder = tmp_path / "runs" / "mnist_cnn" / "pruned"
     folder.mkdir(parents=True)

@@ -18,7 +18,7 @@ STEPS: dict[str, Step] = {
         Step("analyze", tr.analyze, "rank kernels by magnitude, propose masks, measure their cost",
              produces="analysis", needs=("baseline",), check=tr.check_selection),
         Step("prune", tr.prune, "zero the chosen kernels, retrain with them locked at 0.0", produces="pruned",
-             needs=("baseline",), check=tr.check_selection, trains=True),
+             needs=("baseline",), check=tr.check_prune, trains=True),
         Step("transfer", tr.transfer, "retrain only the top layers on new data (optional)", produces="transfer",
              check=tr.check_transfer, trains=True, in_chain=False),
         Step("transfer-demo", tr.transfer_demo, "digits 0-4 -> 5-9 against training from scratch",
