@@ -7,8 +7,8 @@ quantized weights are exactly the ap_fixed values in the HLS project), ReLU as
 `QActivation(quantized_relu(bits, integer))`; integer bits the config leaves null are chosen
 from the data (`ranges.py`: from the weights, and from a calibration batch for the ReLUs). The
 masks go back on with `apply_masks`, whose KernelMask keeps QKeras' weight clipping, so
-quantization-aware training keeps every pruned kernel at 0.0; `quantized_bits` maps 0.0 to exactly 0, which `check_quantized_zeros` verifies
-on the quantized weights themselves.
+quantization-aware training keeps every pruned kernel at 0.0; `quantized_bits` maps 0.0 to
+exactly 0, which `check_quantized_zeros` verifies on the quantized weights themselves.
 
     qmodel = build_quantized_model(pruned, cfg.quantize, masks)
     qmodel, summary = quantize_model(pruned, masks, data, cfg)
