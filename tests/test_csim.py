@@ -31,10 +31,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize
 
 @pytest.mark.slow
 def test_csim_is_bit_exact_with_qkeras(tmp_path, small_data):
+    """Ranges chosen from the data, and one set too narrow (relu1 saturates): C-sim is bit-exact."""
     model, masks = tiny_pruned()
-    cfg = parse_config({"name": "cs", "model": TINY, "quantize": {"epochs": 1, "layers": {"conv2": {"bits": 6}}},
-                        "export": {"output_dir": str(tmp_path)}})
-    qmodel, _ = quantize_model(model, masks, small_data, cfg, verbose=0)
+    kernel, bias = model.get_layer("conv1").get_weights()
+    model.get_layer("conv1").set_weights([4 * kernel, bias])  # relu1's inputs up to ~4
+    bits = {"conv2": {"bits": 6}, "relu1": {"integer": 1}}  # relu1: [0, 2)
+    cfg = parse_config({"name": "cs", "model": TINY, "export": {"output_dir": str(tmp_path)},
+                        "quantize": {"epochs": 1, "calibration_images": 16, "layers": bits}})
+    qmodel, quantized = quantize_model(model, masks, small_data, cfg, verbose=0)
+    ranges = quantized["ranges"]
+    assert ranges["relu1"]["chosen"] == "config" and ranges["relu1"]["clipped"] > 0
+    assert {r["chosen"] for name, r in ranges.items() if r["kind"] != "input" and name != "relu1"} == {"data"}
     folder = export_project(qmodel, cfg, "Vivado", small_data.x_val[:5])
     before = sorted(p.name for p in folder.iterdir())
 

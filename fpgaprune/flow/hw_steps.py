@@ -67,6 +67,8 @@ def quantize(run: Run, cfg: Config, options: Options) -> StageResult:
     folder = run.save("quantized", qmodel, result.with_summary(), force=options.force,
                       extras={MASKS_FILE: lambda path: save_masks(masks, path)})
     remove_checkpoint(ckpt)
+    for line in summary["warnings"]:
+        options.say(line)
     options.say(f"quantized model saved to {folder}: {quantized_line(summary)}")
     return replace(result, folder=folder, model=qmodel)
 

@@ -19,7 +19,7 @@ STEPS: dict[str, Step] = {
         Step("analyze", tr.analyze, "rank kernels by magnitude, propose masks, measure their cost",
              produces="analysis", needs=("baseline",), check=tr.check_selection),
         Step("prune", tr.prune, "zero the chosen kernels, retrain with them locked at 0.0", produces="pruned",
-             needs=("baseline",), check=tr.check_selection, trains=True),
+             needs=("baseline",), check=tr.check_prune, trains=True),
         Step("reduce", graph.reduce, "remove the channels and units the masks made dead (outputs unchanged)",
              produces="reduced", check=graph.check_reduce, in_chain=False),  # optional until quantize starts from it
         Step("transfer", tr.transfer, "retrain only the top layers on new data (optional)", produces="transfer",

@@ -4,10 +4,11 @@
 needs one to derive bit-exact precisions), Conv2D/Dense as QConv2D/QDense with
 `quantized_bits(bits, integer, alpha=1)` weights (plain fixed point, no scale, so the
 quantized weights are exactly the ap_fixed values in the HLS project), ReLU as
-`QActivation(quantized_relu(bits, integer))`. The masks go back on with `apply_masks`, whose
-KernelMask keeps QKeras' weight clipping, so quantization-aware training keeps every pruned
-kernel at 0.0; `quantized_bits` maps 0.0 to exactly 0, which `check_quantized_zeros` verifies
-on the quantized weights themselves.
+`QActivation(quantized_relu(bits, integer))`; integer bits the config leaves null are chosen
+from the data (`ranges.py`: from the weights, and from a calibration batch for the ReLUs). The
+masks go back on with `apply_masks`, whose KernelMask keeps QKeras' weight clipping, so
+quantization-aware training keeps every pruned kernel at 0.0; `quantized_bits` maps 0.0 to
+exactly 0, which `check_quantized_zeros` verifies on the quantized weights themselves.
 
     qmodel = build_quantized_model(pruned, cfg.quantize, masks)
     qmodel, summary = quantize_model(pruned, masks, data, cfg)
@@ -22,6 +23,7 @@ from ..config import Config, QuantizeConfig
 from ..data import Dataset
 from ..errors import BadInput, WorkFailed
 from ..masks import ChannelMask, all_layers, apply_masks, conv_layers, masked_max_abs
+from .ranges import choose_ranges, clipped_after, range_warnings, ranges_missing
 
 # Layers passed through unchanged: they only move, pick or pad values (bit-exact in hls4ml).
 PASS_THROUGH = {
@@ -39,16 +41,21 @@ def quantizers(cfg: QuantizeConfig):
     """Functions name -> QKeras quantizer for weights, biases, activations and the input."""
     from qkeras import quantized_bits, quantized_relu
 
+    chosen = getattr(cfg, "chosen", {})  # ranges.ChosenRanges: every quantizer settled, by name
+
+    def integer(b, section):  # a layer's own integer bits, else the section's
+        return b.integer if b is not None and b.integer is not None else section
+
     def weight(name):
-        b = cfg.layers.get(name)
-        return quantized_bits(b.bits if b else cfg.weight_bits, b.integer if b else cfg.weight_integer, alpha=1)
+        b = chosen.get(name) or cfg.layers.get(name)
+        return quantized_bits(b.bits if b else cfg.weight_bits, integer(b, cfg.weight_integer), alpha=1)
 
     def bias(name):
         return quantized_bits(cfg.bias_bits, cfg.bias_integer, alpha=1)
 
     def relu(name):
-        b = cfg.layers.get(name)
-        return quantized_relu(b.bits if b else cfg.activation_bits, b.integer if b else cfg.activation_integer)
+        b = chosen.get(name) or cfg.layers.get(name)
+        return quantized_relu(b.bits if b else cfg.activation_bits, integer(b, cfg.activation_integer))
 
     def inputs():
         return quantized_bits(cfg.input_bits, cfg.input_integer, alpha=1)
@@ -109,8 +116,14 @@ def _activation_name(layer) -> str:
 
 
 def build_quantized_model(model: tf.keras.Model, cfg: QuantizeConfig, masks: dict | None = None) -> tf.keras.Model:
-    """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed."""
+    """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed.
+
+    Integer bits the config leaves null are chosen from the weights (`ranges.choose_ranges`; the
+    ReLUs, with no calibration images here, get its uncalibrated default).
+    """
     check_convertible(model)
+    if ranges_missing(cfg):
+        cfg = choose_ranges(model, cfg)[0]
     qs = quantizers(cfg)  # weight, bias, relu, input
     input_q = qs[3]
     layers, inbound, input_names, output_names = _layer_graph(model)
@@ -247,11 +260,13 @@ def quantize_model(
     With `checkpoint_dir` the fine-tuning saves every epoch and `resume` continues from there.
     """
     from ..process import reseed
-    from ..training.fit import compile_model, evaluate, fit, optimizer_from
+    from ..training.fit import compile_model, evaluate, fit, optimizer_from, resolved_optimizer
 
-    reseed(cfg.seed)
     q = cfg.quantize
-    qmodel = build_quantized_model(model, q, masks)
+    calibration = data.x_train[: q.calibration_images]
+    qcfg, ranges = choose_ranges(model, q, calibration)
+    reseed(cfg.seed)  # after the probe model choose_ranges builds, so it takes no random numbers from training
+    qmodel = build_quantized_model(model, qcfg, masks)
     float_scores = evaluate(model, data)
     before = evaluate(qmodel, data)
     lr = q.learning_rate or cfg.train.learning_rate / 10
@@ -274,8 +289,11 @@ def quantize_model(
         **after,
         "accuracy_drop_vs_float": _drop(float_scores, after),
         "finetune_epochs": q.epochs,
-        "learning_rate": lr,
+        **resolved_optimizer(cfg.train, learning_rate=lr),  # the train section's optimizer
         "bits": bit_widths(qmodel),
+        "ranges": clipped_after(ranges, qmodel),
+        "calibration_images": int(len(calibration)),
+        "warnings": range_warnings(ranges),
         "masked_kernels": {name: int(m.sum()) for name, m in masks.items()},
         "masked_max_abs_float": worst_float,
         "masked_max_abs_quantized": worst_quantized,
