@@ -1,7 +1,8 @@
 """fpgaprune: prune near-zero 2-D conv kernels, retrain them locked at 0.0, export to FPGA HLS.
 
-The public API, importable from here (loaded on first use, so `import fpgaprune` and the CLI's
-`--help` stay fast):
+Importing it registers fpgaprune's and QKeras' Keras classes, so a stage model loads in plain
+Keras: `tf.keras.models.load_model("runs/mnist_cnn/pruned/model.h5")`. The public API is
+importable from here (each name loaded on first use):
 
     from fpgaprune import load_config, run_flow, Options
     result = run_flow(load_config("configs/mnist_cnn.yaml"), start="prune", stop="prune")
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import importlib
 
+from .models import register_custom_objects as _register_custom_objects
+
 __version__ = "0.1.0"
+_register_custom_objects()
 
 # name -> module that defines it (a literal table: the public surface, in one place).
 _API = {
@@ -34,6 +38,8 @@ _API = {
     # analysis
     "kernel_norms": "analysis.kernels", "ranked_table": "analysis.kernels", "propose": "analysis.kernels",
     "sensitivity": "analysis.kernels", "analyze": "analysis.kernels",
+    # graph transformations
+    "reduce_model": "graph.reduce",
     # training
     "compile_model": "training.fit", "make_optimizer": "training.fit", "fit": "training.fit",
     "evaluate": "training.fit", "prune_oneshot": "training.retrain", "prune_gradual": "training.retrain",

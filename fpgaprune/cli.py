@@ -1,80 +1,14 @@
-"""The `fpgaprune` command: a thin shell over the flow, one module per command.
+"""The `fpgaprune` command, importable from the package (`python -m fpgaprune.cli`).
 
-Building the parser imports no TensorFlow, so `--help` and `--version` answer at once; a
-command imports the flow only when it runs. Exit codes: 0 success, 1 failure during the work,
-2 bad input (config, mask spec, model file, data), with a one-line message naming the problem,
-130 interrupted.
+The command itself is `fpgaprune_cli` beside the package, so that `fpgaprune --help` needs no
+TensorFlow; see that module.
 """
 
-from __future__ import annotations
-
-import argparse
-import importlib
 import sys
 
-# command -> module in fpgaprune.commands (each defines HELP, add_arguments, run).
-COMMANDS = {
-    "train": "train",
-    "analyze": "analyze",
-    "prune": "prune",
-    "report": "report",
-    "quantize": "quantize",
-    "export": "export",
-    "csim": "csim",
-    "hls": "hls",
-    "synth": "synth",
-    "transfer": "transfer",
-}
+from fpgaprune_cli import COMMANDS, build_parser, main
 
-
-def version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed("fpgaprune")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fpgaprune",
-        description="Prune near-zero conv kernels, retrain with them locked at 0.0, quantize "
-        "and export to FPGA HLS projects.",
-    )
-    parser.add_argument("--version", action="version", version=f"fpgaprune {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f"fpgaprune.commands.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .errors import FpgapruneError, storage_fault
-    from .process import quiet_tensorflow
-
-    args = build_parser().parse_args(argv)
-    quiet_tensorflow()
-    try:
-        code = args._run(args)
-    except FpgapruneError as exc:
-        print(f"fpgaprune: error: {exc.for_cli()}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a full disk or read-only folder met outside the flow's own guard
-        fault = storage_fault(exc)
-        if fault is None:
-            raise
-        print(f"fpgaprune: error: {fault.for_cli()}", file=sys.stderr)
-        return fault.exit_code
-    except KeyboardInterrupt:
-        print("fpgaprune: interrupted; completed stages and checkpoints are kept", file=sys.stderr)
-        return 130
-    return int(code or 0)
-
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

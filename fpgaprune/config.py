@@ -205,27 +205,37 @@ class LayerBits:
     # Total bits (sign included for weights) and integer bits (sign excluded) of one layer's
     # quantizer: the weights of a Conv2D/Dense layer, or the output of an activation layer.
     bits: int = rule(8, min=2, max=32)
-    integer: int = rule(0, min=0, max=31)
+    # null = the section's weight_integer / activation_integer, and where that is null too, the
+    # fewest that clip nothing: from the layer's weights, or an activation's calibration outputs.
+    integer: int | None = rule(None, min=0, max=31)
 
     def validate(self, path: str) -> None:
-        if self.integer > self.bits:
+        if self.integer is not None and self.integer > self.bits:
             raise BadInput(f"{path}.integer: {self.integer} integer bits do not fit in {self.bits} bits")
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    # Which saved stage to quantize: pruned (the usual), baseline or transfer.
-    start_from: Literal["pruned", "baseline", "transfer"] = "pruned"
+    # Which saved stage to quantize: pruned (the usual), reduced (pruned, dead channels removed),
+    # baseline or transfer.
+    start_from: Literal["pruned", "reduced", "baseline", "transfer"] = "pruned"
     # Weights of every QConv2D / QDense: quantized_bits(bits, integer, alpha=1), i.e. ap_fixed
     # <bits, integer + 1>: `bits` includes the sign, `integer` excludes it (QKeras convention).
     weight_bits: int = rule(8, min=2, max=32)
-    weight_integer: int = rule(0, min=0, max=31)
+    # null = chosen per layer from its weights: the fewest integer bits that clip no weight
+    # (at most weight_bits - 1). A number is kept as set; weights it clips are counted and
+    # reported (summary "ranges", one warning line per layer).
+    weight_integer: int | None = rule(None, min=0, max=31)
     # Biases (added to the wide accumulator, so more bits cost little).
     bias_bits: int = rule(16, min=2, max=32)
     bias_integer: int = rule(5, min=0, max=31)
     # Outputs of the ReLU activations: quantized_relu(bits, integer) = ap_ufixed<bits, integer>.
     activation_bits: int = rule(8, min=2, max=32)
-    activation_integer: int = rule(3, min=0, max=31)
+    # null = chosen per activation from its largest output on `calibration_images` training
+    # images (at most activation_bits); a number is kept as set, its clipping reported.
+    activation_integer: int | None = rule(None, min=0, max=31)
+    # Training images the activation ranges are measured on (the first N of the shuffled split).
+    calibration_images: int = rule(256, min=1, max=100000)
     # The input quantizer that heads the model (hls4ml needs one for a bit-exact design):
     # quantized_bits(bits, integer) = ap_fixed<bits, integer + 1>; 8, 0 covers [-1, 1).
     input_bits: int = rule(8, min=2, max=32)
@@ -242,11 +252,11 @@ class QuantizeConfig:
         signed = {"weight": (self.weight_bits, self.weight_integer), "bias": (self.bias_bits, self.bias_integer),
                   "input": (self.input_bits, self.input_integer)}
         for what, (bits, integer) in signed.items():
-            if integer > bits - 1:
+            if integer is not None and integer > bits - 1:
                 raise BadInput(
                     f"{path}.{what}_integer: {integer} integer bits plus the sign do not fit in {what}_bits {bits}"
                 )
-        if self.activation_integer > self.activation_bits:
+        if self.activation_integer is not None and self.activation_integer > self.activation_bits:
             raise BadInput(
                 f"{path}.activation_integer: {self.activation_integer} integer bits do not fit in "
                 f"activation_bits {self.activation_bits}"

@@ -33,6 +33,7 @@ STEP_COMMANDS = {
     "baseline": "fpgaprune train --config ...",
     "analyze": "fpgaprune analyze --config ...",
     "prune": "make prune",
+    "reduce": "fpgaprune reduce --config ...",
     "transfer": "make transfer",
     "quantize": "fpgaprune quantize --config ...",
     "export": "fpgaprune export",

@@ -83,6 +83,12 @@ def custom_objects() -> dict:
     return objects
 
 
+def register_custom_objects() -> None:
+    """Make fpgaprune's and QKeras' classes known to plain Keras, so a saved stage model loads with
+    `tf.keras.models.load_model(path)` (what `import fpgaprune` does)."""
+    tf.keras.utils.get_custom_objects().update(custom_objects())
+
+
 def _known_classes() -> set[str]:
     """Class names Keras, QKeras and fpgaprune define: safe to deserialize."""
     keras = tf.keras

@@ -48,6 +48,7 @@ STAGES = {
     "baseline": "baseline",
     "analysis": "analyze",
     "pruned": "prune",
+    "reduced": "reduce",
     "transfer": "transfer",
     "quantized": "quantize",
     "transfer-demo": "transfer-demo",
@@ -99,8 +100,8 @@ class Run:
 
         folder = self.stage_dir(stage)
         if not self.has(stage):
-            hint = f"; {run_step(STAGES[stage])}" if STAGES.get(stage) in ("baseline", "prune", "quantize",
-                                                                          "transfer") else ""
+            hint = f"; {run_step(STAGES[stage])}" if STAGES.get(stage) in ("baseline", "prune", "reduce",
+                                                                          "quantize", "transfer") else ""
             raise BadInput(f"{folder}: no saved {stage} stage{hint}")
         return load_saved_model(folder, self.cfg.model.allow_custom_code), read_json(folder / SUMMARY_FILE)
 

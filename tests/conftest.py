@@ -61,3 +61,31 @@ def run_cli(*args: str, cwd: Path | str = ROOT, timeout: int = 600) -> subproces
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """The lines of stderr that fpgaprune itself printed (TF may log its own noise)."""
     return [line for line in proc.stderr.splitlines() if line.startswith("fpgaprune:")]
+
+
+# The reference CNN at tiny widths: small enough to train, export and C-simulate in seconds.
+TINY = {"conv_filters": [4, 8], "fc_units": 16}
+
+
+def tiny_pruned(seed: int = 0, fraction: float = 0.5):
+    """The tiny CNN with a random `fraction` of conv2's 4 x 8 kernels masked: (model, masks)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from fpgaprune.config import ModelConfig
+    from fpgaprune.masks import apply_masks
+    from fpgaprune.models import build_reference_cnn
+
+    tf.keras.utils.set_random_seed(seed)
+    masks = {"conv2": np.random.RandomState(seed).rand(4, 8) < fraction}
+    return apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks), masks
+
+
+def tiny_config(tmp_path: Path, name: str = "tiny", **sections):
+    """A config of the tiny CNN whose runs and HLS projects go under tmp_path."""
+    from fpgaprune.config import parse_config
+
+    export = {"output_dir": str(tmp_path / "hls"), **sections.pop("export", {})}
+    return parse_config({"name": name, "runs_dir": str(tmp_path / "runs"), "model": TINY,
+                         "data": {"dataset": "mnist-5k", "limit": 300, **sections.pop("data", {})},
+                         "export": export, **sections})

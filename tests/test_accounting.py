@@ -20,8 +20,9 @@ from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels
 from fpgaprune.masks import apply_masks
 from fpgaprune.models import build_reference_cnn
 
+from .conftest import TINY
+
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
-TINY = {"conv_filters": [4, 8], "fc_units": 16}
 FRACTION = 0.5
 
 
@@ -43,6 +44,7 @@ def exported(tmp_path_factory):
     return folder, qmodel, masks
 
 
+@pytest.mark.slow
 def test_counts_come_from_the_exported_files(exported):
     folder, qmodel, masks = exported
     rows = {r.name: r for r in count_project(folder)}

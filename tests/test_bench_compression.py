@@ -38,6 +38,7 @@ def point(t10k_path):
     return compression, baseline, weights, info, record
 
 
+@pytest.mark.slow
 def test_record_has_every_field_and_hits_the_target(point):
     compression, baseline, weights, info, r = point
     assert RECORD_FIELDS <= set(r)

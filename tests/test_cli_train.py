@@ -13,6 +13,7 @@ def _runs(tmp_path):
     return ["--set", f"runs_dir={tmp_path / 'runs'}"]
 
 
+@pytest.mark.slow
 def test_train_writes_baseline(tmp_path):
     proc = run_cli("train", *QUICK, *_runs(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -32,6 +33,7 @@ def test_train_writes_baseline(tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, fragment",
     [

@@ -17,32 +17,31 @@ import tensorflow as tf
 import yaml
 
 from fpgaprune.cli import main
-from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
+from fpgaprune.config import QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
 from fpgaprune.hw.csim import SUMMARY, compare, run_csim
 from fpgaprune.hw.export import export_project
 from fpgaprune.hw.quantize import build_quantized_model, quantize_model
-from fpgaprune.masks import apply_masks, save_masks
-from fpgaprune.models import build_reference_cnn
+from fpgaprune.masks import save_masks
 
-from .conftest import error_lines, run_cli
+from .conftest import TINY, error_lines, run_cli, tiny_pruned
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
-TINY = {"conv_filters": [4, 8], "fc_units": 16}
-
-
-def tiny_pruned(seed=0):
-    tf.keras.utils.set_random_seed(seed)
-    masks = {"conv2": np.random.RandomState(seed).rand(4, 8) < 0.5}
-    return apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks), masks
 
 
 @pytest.mark.slow
 def test_csim_is_bit_exact_with_qkeras(tmp_path, small_data):
+    """Ranges chosen from the data, and one set too narrow (relu1 saturates): C-sim is bit-exact."""
     model, masks = tiny_pruned()
-    cfg = parse_config({"name": "cs", "model": TINY, "quantize": {"epochs": 1, "layers": {"conv2": {"bits": 6}}},
-                        "export": {"output_dir": str(tmp_path)}})
-    qmodel, _ = quantize_model(model, masks, small_data, cfg, verbose=0)
+    kernel, bias = model.get_layer("conv1").get_weights()
+    model.get_layer("conv1").set_weights([4 * kernel, bias])  # relu1's inputs up to ~4
+    bits = {"conv2": {"bits": 6}, "relu1": {"integer": 1}}  # relu1: [0, 2)
+    cfg = parse_config({"name": "cs", "model": TINY, "export": {"output_dir": str(tmp_path)},
+                        "quantize": {"epochs": 1, "calibration_images": 16, "layers": bits}})
+    qmodel, quantized = quantize_model(model, masks, small_data, cfg, verbose=0)
+    ranges = quantized["ranges"]
+    assert ranges["relu1"]["chosen"] == "config" and ranges["relu1"]["clipped"] > 0
+    assert {r["chosen"] for name, r in ranges.items() if r["kind"] != "input" and name != "relu1"} == {"data"}
     folder = export_project(qmodel, cfg, "Vivado", small_data.x_val[:5])
     before = sorted(p.name for p in folder.iterdir())
 
@@ -244,6 +243,7 @@ def test_hls_archive_array_reference_outside_is_refused(tmp_path):
         load_hls_model(project, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_csim_command_refuses_a_hostile_project(tmp_path, capsys, monkeypatch):
     """`fpgaprune csim` on a project whose model.fml holds ../../x: exit 2, one line, nothing written."""
     from fpgaprune.run import Run

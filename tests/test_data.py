@@ -10,6 +10,7 @@ from fpgaprune.data import load_dataset, read_mnist_idx, validate_arrays
 from fpgaprune.errors import BadInput
 
 
+@pytest.mark.slow
 def test_mnist_5k_split_is_deterministic_and_scaled():
     a = load_dataset("mnist-5k", validation_fraction=0.1, seed=3)
     b = load_dataset("mnist-5k", validation_fraction=0.1, seed=3)

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fpgaprune.cli import main
-from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
+from fpgaprune.config import QuantizeConfig, parse_config
 from fpgaprune.errors import BadInput
 from fpgaprune.hw.accounting import check_masked_zeros, read_weight_file
 from fpgaprune.hw.export import MANIFEST, export_project, read_manifest
 from fpgaprune.hw.quantize import build_quantized_model, logits_model
-from fpgaprune.masks import apply_masks, strip_masks
-from fpgaprune.models import build_reference_cnn
+from fpgaprune.masks import strip_masks
 
-TINY = {"conv_filters": [4, 8], "fc_units": 16}
+from .conftest import TINY, tiny_pruned
+
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
 
 
 @pytest.fixture(scope="module")
 def pruned_qmodel():
-    tf.keras.utils.set_random_seed(0)
-    masks = {"conv2": np.random.RandomState(0).rand(4, 8) < 0.5}
-    model = apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks)
+    model, masks = tiny_pruned()
     return build_quantized_model(model, QuantizeConfig(), masks), masks
 
 
@@ -74,6 +71,7 @@ def test_project_layout_and_testbench_data(tmp_path, pruned_qmodel):
     assert not list(tmp_path.glob("t/.*"))  # no temporary folder left behind
 
 
+@pytest.mark.slow
 def test_existing_project_is_not_overwritten_without_force(tmp_path, pruned_qmodel):
     qmodel, _ = pruned_qmodel
     cfg = config(tmp_path)

@@ -38,6 +38,7 @@ def one_error(proc, code: int) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_is_refused_naming_the_holder(tmp_path):
     run_root = tmp_path / "runs" / "faults"
     with hold(run_root):
@@ -46,6 +47,7 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_holder(tmp_path)
     assert not (run_root / "baseline").exists() and not (run_root / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_temporaries_of_killed_processes_are_removed_at_the_next_run(tmp_path):
     root = tmp_path / "runs" / "faults"
     leftovers = [root / ".baseline.abc123.tmp", root / ".checkpoints" / "pruned" / "epoch-0001_temp",
@@ -72,6 +74,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow
 def test_resume_with_other_training_settings_is_refused(tmp_path):
     reference = config_to_dict(load_config(ROOT / "configs" / "mnist_cnn.yaml"))
     reference.update(name="faults", runs_dir=str(tmp_path / "runs"))
@@ -117,6 +120,7 @@ def mountable(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_nothing_partial(mountable):
     tmp_path = mountable
     with mounted(tmp_path / "small", "size=96k") as small:
@@ -127,6 +131,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_partial(mountable):
         assert left == [] and not (small / "full" / "baseline").exists()
 
 
+@pytest.mark.slow
 def test_a_read_only_runs_folder_is_one_line(mountable):
     tmp_path = mountable
     with mounted(tmp_path / "ro", "ro,size=64k") as ro:
@@ -134,12 +139,14 @@ def test_a_read_only_runs_folder_is_one_line(mountable):
     assert "read-only file system" in line
 
 
+@pytest.mark.slow
 def test_too_long_a_run_name_is_one_line(tmp_path):
     line = one_error(run_cli("train", *args_for(tmp_path, name="r" * 300)), 2)
     assert "name: 300 characters is too long" in line
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_csim_does_not_replace_a_summary_without_force(tmp_path):
     project = tmp_path / "hls" / "faults" / "Vivado"
     project.mkdir(parents=True)
@@ -150,6 +157,7 @@ def test_csim_does_not_replace_a_summary_without_force(tmp_path):
     assert json.loads((project / CSIM_SUMMARY).read_text()) == {"images": 500}
 
 
+@pytest.mark.slow
 def test_dead_layers_and_empty_prunes_are_said_plainly(tmp_path):
     total, pruned = {"conv1": 32, "conv2": 1024, "total": 1056}, {"conv1": 0, "conv2": 1024, "total": 1024}
     assert pruning_warnings(total, pruned, "oneshot", None) == [
@@ -164,6 +172,7 @@ def test_dead_layers_and_empty_prunes_are_said_plainly(tmp_path):
     assert summary["warnings"] == ["warning: conv2: all 32 kernels pruned; the layer passes on only its biases"]
 
 
+@pytest.mark.slow
 def test_a_nested_model_is_flattened_and_pruned(tmp_path):
     inner = tf.keras.Sequential([tf.keras.layers.Conv2D(4, 3, name="conv_a"), tf.keras.layers.ReLU()], name="block")
     x = tf.keras.Input((28, 28, 1))
@@ -178,3 +187,28 @@ def test_a_nested_model_is_flattened_and_pruned(tmp_path):
     assert baseline["flatten"]["inlined"] == ["block"]
     pruned = json.loads((run / "pruned" / "summary.json").read_text())
     assert pruned["kernels_pruned"]["conv_a"] == 2 and pruned["masked_max_abs"] == 0.0  # ceil(0.5 * 1 x 4)
+
+
+@pytest.mark.slow
+def test_a_killed_holder_leaves_no_lock_that_blocks_the_next_run(tmp_path):
+    """kill -9 in the middle of training: the lock dies with the process, the next run starts over."""
+    import signal
+    import sys
+    import time
+
+    from .conftest import ROOT as root
+
+    root_dir = tmp_path / "runs" / "faults"
+    args = [a if a != "train.epochs=1" else "train.epochs=50" for a in args_for(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-m", "fpgaprune.cli", "train", *args], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (root_dir / ".checkpoints" / "baseline" / "state.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "training never checkpointed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (root_dir / ".lock").is_file()  # left behind by the kill, but no longer locked
+    again = run_cli("train", *args_for(tmp_path, "--force"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (root_dir / "baseline" / "model.h5").is_file() and not (root_dir / ".lock").exists()

@@ -14,16 +14,11 @@ from fpgaprune.errors import BadInput, option, render, run_step
 from fpgaprune.flow import STEPS, Options, run_flow, step_names
 from fpgaprune.run import FLOW_FILE, MASKS_FILE, Run
 
-from .conftest import ROOT, error_lines, run_cli
-
-TINY = {"conv_filters": [4, 8], "fc_units": 16}
+from .conftest import ROOT, TINY, error_lines, run_cli, tiny_config, tiny_pruned
 
 
-def tiny_config(tmp_path, **sections):
-    return parse_config({"name": "flow", "runs_dir": str(tmp_path / "runs"), "model": TINY,
-                         "data": {"dataset": "mnist-5k", "limit": 300},
-                         "export": {"output_dir": str(tmp_path / "hls"), "csim_images": 50, "testbench_images": 2},
-                         **sections})
+def flow_config(tmp_path, **sections):
+    return tiny_config(tmp_path, "flow", export={"csim_images": 50, "testbench_images": 2}, **sections)
 
 
 def test_step_table_is_in_pipeline_order():
@@ -47,7 +42,7 @@ def test_bad_step_names(kwargs, fragment):
 
 def test_every_input_is_checked_before_any_step_runs(tmp_path):
     """The quantize step's missing input stops the flow before the baseline trains."""
-    cfg = tiny_config(tmp_path)
+    cfg = flow_config(tmp_path)
     with pytest.raises(BadInput, match="no saved pruned model"):
         run_flow(cfg, steps=["baseline", "quantize"])
     assert not Run(cfg).root.exists()
@@ -61,8 +56,9 @@ def test_fixes_are_named_in_library_words_and_in_cli_words():
     assert BadInput(message).for_cli() == render(message, cli=True)
 
 
+@pytest.mark.slow
 def test_force_checks_inputs_before_removing_an_interrupted_runs_checkpoints(tmp_path):
-    cfg = tiny_config(tmp_path)
+    cfg = flow_config(tmp_path)
     ckpt = Run(cfg).checkpoint_dir("baseline")
     ckpt.mkdir(parents=True)
     (ckpt / "state.json").write_text("{}")
@@ -73,9 +69,10 @@ def test_force_checks_inputs_before_removing_an_interrupted_runs_checkpoints(tmp
 
 
 def test_help_and_version_import_no_tensorflow():
+    """The command lives beside the package, so --help and --version need no TensorFlow."""
     code = (
         "import sys\n"
-        "from fpgaprune.cli import COMMANDS, main\n"
+        "from fpgaprune_cli import COMMANDS, main\n"
         "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in COMMANDS]):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -86,24 +83,42 @@ def test_help_and_version_import_no_tensorflow():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False False"
-    version = subprocess.run([sys.executable, "-m", "fpgaprune.cli", "--version"], capture_output=True, text=True)
+    version = subprocess.run([sys.executable, "-m", "fpgaprune_cli", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("fpgaprune ") and version.returncode == 0
+
+
+def test_stage_models_load_in_plain_keras_after_import_fpgaprune(tmp_path):
+    """A pruned (KernelMask) and a quantized (QKeras) stage model, loaded in a fresh process."""
+    from fpgaprune.config import ModelConfig, QuantizeConfig
+    from fpgaprune.hw.quantize import build_quantized_model
+    from fpgaprune.masks import apply_masks
+    from fpgaprune.models import build_reference_cnn, save_model
+
+    masks = {"conv2": np.eye(4, 8, dtype=bool)}
+    pruned = apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks)
+    save_model(pruned, tmp_path / "pruned.h5")
+    save_model(build_quantized_model(pruned, QuantizeConfig(), masks), tmp_path / "quantized.h5")
+    code = (
+        "import fpgaprune, tensorflow as tf, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    model = tf.keras.models.load_model(name, compile=False)\n"
+        "    conv2 = model.get_layer('conv2')\n"
+        "    print(type(conv2).__name__, type(conv2.kernel_constraint).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pruned.h5"), str(tmp_path / "quantized.h5")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["Conv2D", "KernelMask", "QConv2D", "KernelMask"]
 
 
 @pytest.mark.slow
 def test_flow_from_quantize_to_csim_over_an_existing_pruned_stage(tmp_path):
     """start="quantize", stop="csim": the pruned stage is read, not made again; each step is timed."""
-    import tensorflow as tf
+    from fpgaprune.masks import save_masks
 
-    from fpgaprune.config import ModelConfig
-    from fpgaprune.masks import apply_masks, save_masks
-    from fpgaprune.models import build_reference_cnn
-
-    cfg = tiny_config(tmp_path, quantize={"epochs": 0})
+    cfg = flow_config(tmp_path, quantize={"epochs": 0})
     run = Run(cfg)
-    tf.keras.utils.set_random_seed(0)
-    masks = {"conv2": np.random.RandomState(0).rand(4, 8) < 0.5}
-    model = apply_masks(build_reference_cnn(ModelConfig(**TINY)), masks)
+    model, masks = tiny_pruned()
     run.save("pruned", model, {"stage": "pruned"}, extras={MASKS_FILE: lambda p: save_masks(masks, p)})
     pruned_before = (run.stage_dir("pruned") / "model.h5").stat().st_mtime_ns
     lines = []
@@ -130,6 +145,7 @@ def test_flow_from_quantize_to_csim_over_an_existing_pruned_stage(tmp_path):
     assert kept.results["quantize"].reused
 
 
+@pytest.mark.slow
 def test_a_users_model_is_kept_as_brought_not_retrained(tmp_path):
     """file: models keep their weights (model.retrain defaults to false for them), bit for bit."""
     import tensorflow as tf

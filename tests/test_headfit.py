@@ -53,6 +53,7 @@ def test_fit_head_learns_and_reports_keras_style_history(jit):
     assert len(result.epoch_seconds) == 15 and int(net.optimizer.iterations) == 15 * 10  # ceil(150 / 16)
 
 
+@pytest.mark.slow
 def test_xla_and_graph_mode_train_alike_and_a_memmap_matches_memory(tmp_path):
     x, y = _toy()
     finals = {}

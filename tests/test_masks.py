@@ -73,6 +73,7 @@ def masked_weights(model, masks):
     return np.concatenate([model.get_layer(n).kernel.numpy()[:, :, m].ravel() for n, m in masks.items()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantized", [False, True], ids=["Conv2D", "QConv2D"])
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 def test_masked_kernels_stay_exactly_zero(small_data, opt, quantized):
@@ -115,6 +116,7 @@ def test_qconv2d_mask_keeps_quantizer_clipping():
     assert out.max() == 1.0 and np.all(out[:, :, some_masks()["conv2"]] == 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantized", [False, True], ids=["Conv2D", "QConv2D"])
 def test_zeros_survive_save_load_and_more_training(tmp_path, small_data, quantized):
     reseed(1)

@@ -200,6 +200,7 @@ def test_stage_files_are_checked_like_any_model_file(tmp_path):
     assert state["round"] == 1 and set(models) == {"current"}
 
 
+@pytest.mark.slow
 def test_fpgaprune_and_qkeras_classes_count_as_known(tmp_path):
     """A quantized, masked stage model (QKeras layers and quantizers, KernelMask) loads unflagged."""
     from fpgaprune.config import ModelConfig, QuantizeConfig

@@ -62,6 +62,7 @@ def one_conv_model():
     return tf.keras.Model(inputs, outputs)
 
 
+@pytest.mark.slow
 def test_reference_run_plots(reference_run, tmp_path):
     model, masks, summary = reference_run["baseline"], reference_run["masks"], reference_run["summary"]
     assert sum(int(m.sum()) for m in masks.values()) > 0

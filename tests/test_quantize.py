@@ -57,6 +57,7 @@ def test_rebuild_is_qkeras_with_input_quantizer_and_masks():
     assert agree > 0.8
 
 
+@pytest.mark.slow
 def test_quantized_pruned_weights_are_exactly_zero_after_qat(small_data):
     tf.keras.utils.set_random_seed(0)
     masks = tiny_masks()
@@ -139,6 +140,7 @@ def test_missing_pruned_stage_says_make_prune(tmp_path, capsys):
     assert "run `make prune` first" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unconvertible_layer_in_pruned_stage_exit_2(tmp_path, capsys):
     from fpgaprune.run import Run
 

@@ -48,6 +48,7 @@ def sections_of(page: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_report_of_a_pruned_run(pruned_run, capsys):
     config, run_dir = pruned_run
     capsys.readouterr()

@@ -77,6 +77,7 @@ def test_kill_mid_training_then_resume_matches_unbroken_run(tmp_path):
     assert summary_a["history"]["loss"] == summary_b["history"]["loss"]
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_is_bad_input(tmp_path):
     proc = run_cli(*ARGS, "--set", f"runs_dir={tmp_path}", "--resume")
     assert proc.returncode == 2

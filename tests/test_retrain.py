@@ -102,6 +102,11 @@ def test_prune_oneshot_summary(trained, small_data):
     assert [r["round"] for r in s["history"]] == [0, 1] and s["history"][1]["epochs"] == 1
     assert np.all(model.get_layer("conv2").kernel.numpy()[:, :, 29, 13] == 0.0)
     assert trained.get_layer("conv2").kernel.numpy()[:, :, 29, 13].any()
+    # prune.optimizer / learning_rate null: the train section's, recorded as used (not as null)
+    assert (s["optimizer"], s["learning_rate"]) == ("adam", 0.001) and s["prune_config"]["optimizer"] is None
+    _, own = prune_oneshot(trained, masks, small_data, config(mode="oneshot", epochs=0, optimizer="sgd",
+                                                               learning_rate=0.05), verbose=0)
+    assert (own["optimizer"], own["learning_rate"]) == ("sgd", 0.05)
 
 
 def test_fraction_schedule():
@@ -110,6 +115,7 @@ def test_fraction_schedule():
     assert fraction_schedule(PruneConfig(step=0.1, max_fraction=0.3)) == [0.1, 0.2, 0.3]
 
 
+@pytest.mark.slow
 def test_gradual_keeps_last_model_within_budget(trained, small_data):
     cfg = config(layers=["conv2"], schedule=[0.5, 1.0], epochs=1, max_accuracy_drop=0.15, patience=0)
     model, s = prune_gradual(trained, small_data, cfg, progress=False)
@@ -144,6 +150,7 @@ def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, traine
         assert np.array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after", [1, 2])
 def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(
     monkeypatch, tmp_path, trained, small_data, stop_after
@@ -183,6 +190,7 @@ def _runs(tmp_path):
     return ["--set", f"runs_dir={tmp_path / 'runs'}"]
 
 
+@pytest.mark.slow
 def test_cli_prune_with_hand_written_spec(tmp_path):
     spec = tmp_path / "my_spec.yaml"
     spec.write_text("# W_conv2[:, :, 29, 13] does almost nothing\nconv2: [[29, 13]]\n")
@@ -194,6 +202,7 @@ def test_cli_prune_with_hand_written_spec(tmp_path):
     assert s["mode"] == "oneshot" and s["kernels_pruned"]["conv2"] == 1 and s["kernels_pruned"]["total"] == 1
     assert s["macs_before"]["conv2"] - s["macs_after"]["conv2"] == 9 * 11 * 11
     assert s["masked_max_abs"] == 0.0
+    assert (s["optimizer"], s["learning_rate"]) == ("adam", 0.0003)  # train's optimizer, prune's rate
     for key in ("kernels_total", "macs_before", "macs_after", "accuracy_baseline", "accuracy_after", "history"):
         assert key in s
     model = load_saved_model(folder)
@@ -202,6 +211,33 @@ def test_cli_prune_with_hand_written_spec(tmp_path):
     assert yaml.safe_load((folder / "mask_spec.yaml").read_text())["conv2"] == [[29, 13]]
     with np.load(folder / "masks.npz") as z:
         assert np.argwhere(z["conv2"]).tolist() == [[29, 13]]
+
+
+def test_gradual_budget_worth_too_few_validation_images_is_refused_before_training(tmp_path, capsys):
+    small_split = ["--set", "data.validation_fraction=0.01"]  # 50 of mnist-5k's images; budget 0.005
+    assert main(["prune", *QUICK, *small_split, *_runs(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert ("prune.max_accuracy_drop: a budget of 0.005 on 50 validation images is worth 0.25 images, below the 2 "
+            "that gradual pruning needs") in err[0]
+    assert "raise data.validation_fraction (now 0.01) so that at least 400 images validate" in err[0]
+    assert err[0].endswith("or raise prune.max_accuracy_drop to at least 0.04")
+    assert not (tmp_path / "runs").exists()  # refused before the baseline trained
+
+
+@pytest.mark.parametrize("drop, n_val, ok", [(0.005, 500, True), (0.004, 500, True), (0.0039, 500, False),
+                                             (0.0, 500, False), (0.067, 30, True), (0.066, 30, False)])
+def test_check_budget(drop, n_val, ok):
+    from fpgaprune.errors import BadInput
+    from fpgaprune.flow.training_steps import check_budget
+
+    cfg = replace(Config(), prune=replace(PruneConfig(), max_accuracy_drop=drop))
+    if ok:
+        check_budget(cfg, n_val)
+        return
+    with pytest.raises(BadInput, match=r"^prune.max_accuracy_drop: a budget of .* raise prune.max_accuracy_drop to "
+                                       r"at least"):
+        check_budget(cfg, n_val)
 
 
 def test_cli_prune_refuses_to_overwrite(tmp_path, capsys):
@@ -223,6 +259,7 @@ def bad_files(tmp_path):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -232,7 +269,7 @@ def bad_files(tmp_path):
         (["--spec", "{d}/unknown.yaml"], "no layer named 'conv3'"),
         (["--fraction", "1.5"], "prune.fraction: 1.5 is above the maximum 1.0"),
         (["--threshold", "-0.1"], "prune.threshold: -0.1 is below the minimum 0.0"),
-        (["--layers", "fc2"], "'fc2' is a Dense, not a Conv2D/QConv2D layer"),
+        (["--layers", "fc2"], "prune.layers: 'fc2' is a Dense, not a Conv2D/QConv2D layer"),
         (["--set", "prune.max_accuracy_drop=2"], "prune.max_accuracy_drop: 2.0 is above the maximum 1.0"),
         (["--set", "prune.schedule=[0.5, 0.3]"], "prune.schedule: expected increasing fractions"),
         (["--set", "prune.select=threshold", "--set", "prune.threshold=0.1"], "gradual pruning raises a fraction"),
@@ -249,6 +286,7 @@ def test_cli_prune_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkey
     assert not (tmp_path / "runs").exists()  # not even the baseline was trained
 
 
+@pytest.mark.slow
 def test_cli_prune_bad_spec_in_a_fresh_process(tmp_path, bad_files):
     proc = run_cli("prune", *QUICK, *_runs(tmp_path), "--spec", str(bad_files / "range.yaml"))
     assert proc.returncode == 2

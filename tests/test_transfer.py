@@ -18,10 +18,11 @@ from fpgaprune.errors import BadInput
 from fpgaprune.masks import apply_masks, masked_max_abs
 from fpgaprune.models import build_reference_cnn, save_model
 from fpgaprune.process import reseed
+from fpgaprune.report.text import transfer_line
 from fpgaprune.run import Run
-from fpgaprune.training.fit import compile_model, fit, optimizer_from
+from fpgaprune.training.fit import accuracy, compile_model, fit, optimizer_from
 from fpgaprune.transfer.features import cache_features, split_at_trainable
-from fpgaprune.transfer.stage import freeze, prepare, select_task, transfer
+from fpgaprune.transfer.stage import accuracy_before, freeze, prepare, select_task, transfer
 
 from .conftest import error_lines, run_cli
 
@@ -66,6 +67,7 @@ def same(a, b, atol=0.0):
     return all(np.allclose(x, y, rtol=0, atol=atol) for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_last", [1, 2])
 def test_cached_and_uncached_train_the_same_model_frozen_bit_identical(run, train_last):
     cfg, data, _ = run
@@ -183,6 +185,7 @@ def test_training_only_the_inserted_layer(run):
     assert masked_max_abs(model) == 0.0
 
 
+@pytest.mark.slow
 def test_new_head_for_fewer_classes_reuses_the_rest(run):
     cfg, data, _ = run
     pruned, _ = Run(cfg).load("pruned")
@@ -194,8 +197,42 @@ def test_new_head_for_fewer_classes_reuses_the_rest(run):
     assert 100 < summary["split_sizes"]["train"] <= 150 and summary["classes"] == 3
     assert same(weights(pruned, ["conv1", "conv2"])["conv2"], model.get_layer("conv2").get_weights())
     assert summary["accuracy_after"] > max(0.6, summary["accuracy_before"])  # chance: 1/3
+    # before: the new random head's accuracy, and the untouched model's on the same images (labels 7-9)
+    assert summary["accuracy_before"] == summary["accuracy_before_new_head"]
+    keep = np.isin(data.y_val, [7, 8, 9])
+    assert summary["accuracy_before_untouched"] == accuracy(pruned, data.x_val[keep], data.y_val[keep])
+    assert summary["accuracy_before_untouched_note"] is None
+    assert (summary["optimizer"], summary["learning_rate"]) == ("adam", 0.01)
+    assert (summary["head"]["optimizer"], summary["head"]["learning_rate"]) == ("adam", 0.01)
+    line = transfer_line("out", summary)
+    assert (f"validation accuracy {summary['accuracy_before_new_head']:.4f} (new random head) -> "
+            f"{summary['accuracy_after']:.4f}; untouched model {summary['accuracy_before_untouched']:.4f} "
+            "on the same images") in line
 
 
+def test_accuracy_before_where_the_labels_do_not_fit_the_untouched_model(run):
+    """A 3-output model moved to digits 7-9: its outputs cannot be compared on labels 7-9, so no figure."""
+    cfg, data, _ = run
+    reseed(0)
+    small = build_reference_cnn(replace(TINY, num_classes=3))
+    c = with_transfer(cfg, new_classes=3, classes=[7, 8, 9])
+    plan = prepare(small, c)
+    before = accuracy_before(small, plan, data, select_task(data, [7, 8, 9]), [7, 8, 9])
+    assert before["accuracy_before_untouched"] is None and before["accuracy_before_new_head"] is not None
+    assert before["accuracy_before_untouched_note"] == "its 3 outputs do not cover these images' labels (7..9)"
+    summary = {**before, "accuracy_after": 0.9, "accuracy_split": "val", "head": {"cut": "x"}, "cached_features": True,
+               "epoch_seconds": [0.1], "trainable_layers": ["fc2"]}
+    assert transfer_line("out", summary).endswith(
+        "(new random head) -> 0.9000; untouched model not comparable: its 3 outputs do not cover these images' "
+        "labels (7..9)")
+    # the head kept: the untouched model's own accuracy
+    kept = accuracy_before(small, prepare(small, cfg), data, select_task(data, [0, 1, 2]), [0, 1, 2])
+    x, y, _ = select_task(data, [0, 1, 2]).eval_split()
+    assert kept["accuracy_before"] == kept["accuracy_before_untouched"] == accuracy(small, x, y)
+    assert kept["accuracy_before_new_head"] is None
+
+
+@pytest.mark.slow
 def test_gradual_unfreezing_keeps_masks(run):
     cfg, data, _ = run
     pruned, _ = Run(cfg).load("pruned")
@@ -213,6 +250,7 @@ def test_gradual_unfreezing_keeps_masks(run):
     assert summary["unfreeze"]["compiled"].startswith("graph (XLA: ") and "MaxPool" in summary["unfreeze"]["compiled"]
 
 
+@pytest.mark.slow
 def test_interrupted_transfer_resumes_to_the_same_model(run, tmp_path, monkeypatch):
     """Ctrl-C right after a checkpoint, in the head stage and in the unfreeze stage; --resume
     then ends with the weights and history of an unbroken run."""
@@ -251,6 +289,7 @@ def test_select_task_renumbers_and_limits(small_data):
         select_task(small_data, classes=[5, 5])
 
 
+@pytest.mark.slow
 def test_cli_transfer_writes_summary(run, capsys):
     cfg, _, config_file = run
     assert main(["transfer", "--config", str(config_file), "--quiet", "--train-last", "1"]) == 0
@@ -261,7 +300,12 @@ def test_cli_transfer_writes_summary(run, capsys):
     assert summary["start_from"] == "pruned" and len(summary["epoch_seconds"]) == 2
     loaded, _ = Run(cfg).load("transfer")
     assert masked_max_abs(loaded) == 0.0 and all(layer.trainable for layer in loaded.layers)
-    assert "cached features below 'relu_fc1'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cached features below 'relu_fc1'" in out, out
+    before, after = summary["accuracy_before"], summary["accuracy_after"]
+    assert f"validation accuracy {before:.4f} (untouched model) -> {after:.4f}" in out
+    assert summary["accuracy_before_untouched"] == summary["accuracy_before"]
+    assert summary["optimizer"] == "adam" and summary["learning_rate"] == cfg.train.learning_rate
     assert main(["transfer", "--config", str(config_file), "--quiet"]) == 2  # exists, no --force
     assert not (cfg.run_dir / ".checkpoints").exists()  # removed once the stage is saved
     assert main(["transfer", "--config", str(config_file), "--quiet", "--force", "--resume"]) == 2
@@ -282,6 +326,7 @@ def bad_files(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -307,6 +352,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(run, bad_files, capsys, args, 
     assert sorted(p.relative_to(cfg.run_dir) for p in cfg.run_dir.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_cli_missing_stage_exits_2_in_a_real_process(tmp_path):
     proc = run_cli("transfer", "--set", f"runs_dir={tmp_path}", "--quiet")
     assert proc.returncode == 2
@@ -328,3 +374,7 @@ def test_demo_transfers_digits_0_4_to_5_9(tmp_path, t10k_path):
     assert demo["pretrained_accuracy"] > 0.95 and demo["transfer_accuracy"] > 0.85 and demo["scratch_accuracy"] > 0.8
     assert summary["cached_features"] and (tmp_path / "mnist_cnn" / "transfer-demo" / "pretrained.h5").is_file()
     assert "transfer" in proc.stdout and "from scratch" in proc.stdout
+    # the pretrained 5-output model cannot be scored on labels 5-9; the new head's start is labelled
+    assert summary["accuracy_before_untouched"] is None and summary["accuracy_before_new_head"] is not None
+    assert summary["accuracy_before_untouched_note"] == "its 5 outputs do not cover these images' labels (5..9)"
+    assert "(new random head)" in proc.stdout and "untouched model not comparable" in proc.stdout

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..config import PruneConfig
 from ..data import Dataset
 from ..errors import BadInput
-from ..masks import check_masks, conv_kernel, conv_layers
+from ..masks import all_layers, check_masks, conv_kernel, conv_layers
 from ..training.fit import accuracy
 from .counts import kernel_counts, macs_summary
 
@@ -79,7 +79,15 @@ def check_layers(model: tf.keras.Model, layers: list[str] | None) -> list[str]:
     names = [layer.name for layer in conv_layers(model)]
     if layers is None:
         return names
-    check_masks(model, {name: np.zeros((0, 0), bool) for name in layers if name not in names})
+    others = {layer.name: type(layer).__name__ for layer in all_layers(model)}
+    convs = ", ".join(names) or "none"
+    for name in layers:
+        if name in names:
+            continue
+        if name in others:
+            raise BadInput(f"prune.layers: {name!r} is a {others[name]}, not a Conv2D/QConv2D layer "
+                           f"(conv layers: {convs})")
+        raise BadInput(f"prune.layers: no conv layer named {name!r} (conv layers: {convs})")
     return list(layers)
 
 

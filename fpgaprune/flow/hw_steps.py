@@ -12,7 +12,7 @@ from ..run import ACCOUNTING_FILE, CSIM_SUMMARY, MASKS_FILE, SYNTH_REPORT, Run, 
 from .options import Options
 
 # quantize.start_from -> the step that makes that stage.
-SOURCE_STEPS = {"pruned": "prune", "baseline": "baseline", "transfer": "transfer"}
+SOURCE_STEPS = {"pruned": "prune", "reduced": "reduce", "baseline": "baseline", "transfer": "transfer"}
 
 
 def quantize_source(run: Run, cfg: Config):
@@ -70,6 +70,8 @@ def quantize(run: Run, cfg: Config, options: Options) -> StageResult:
     folder = run.save("quantized", qmodel, result.with_summary(), force=options.force,
                       extras={MASKS_FILE: lambda path: save_masks(masks, path)})
     remove_checkpoint(ckpt)
+    for line in summary["warnings"]:
+        options.say(line)
     options.say(f"quantized model saved to {folder}: {quantized_line(summary)}")
     return replace(result, folder=folder, model=qmodel)
 

@@ -24,6 +24,9 @@ from .guards import check_name, guard_resume, settle_checkpoints, storage_faults
 from .options import Options
 from .steps import STEPS
 
+# Steps that write HLS projects (their folder is locked and swept like the run folder).
+HARDWARE_STEPS = ("export", "csim", "accounting", "synth")
+
 
 @dataclass
 class FlowResult:
@@ -93,9 +96,10 @@ def run_flow(
     hardware = any(n in HARDWARE_STEPS for n in names)
     folders = [run.root, *([run.projects_root] if hardware else [])] if names != ["report"] else []
     with storage_faults(run, hardware), hold(*folders):
-        if folders:
+        if folders:  # we hold their locks: what temporaries are there, dead processes left
             sweep_run(run.root)
-            sweep_projects(run.projects_root)
+            if hardware:
+                sweep_projects(run.projects_root)
             sweep_dead_scratch()
         todo = [n for n in names if n not in keep]
         settle_checkpoints(run, todo, options)
@@ -119,8 +123,6 @@ def _run_steps(run: Run, cfg: Config, names: list[str], keep: set[str], options:
     return flow
 
 
-# Steps that write HLS projects (locked and swept like the run folder).
-HARDWARE_STEPS = ("export", "csim", "accounting", "synth")
 def _reuse(run: Run, name: str, options: Options) -> StageResult:
     from ..results import result_of
 

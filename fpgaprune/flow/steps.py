@@ -6,6 +6,7 @@ A literal table, FINN-builder style: a step is found by its name here, and `make
 
 from __future__ import annotations
 
+from . import graph_steps as graph
 from . import hw_steps as hw
 from . import training_steps as tr
 from .options import Step
@@ -18,7 +19,9 @@ STEPS: dict[str, Step] = {
         Step("analyze", tr.analyze, "rank kernels by magnitude, propose masks, measure their cost",
              produces="analysis", needs=("baseline",), check=tr.check_selection),
         Step("prune", tr.prune, "zero the chosen kernels, retrain with them locked at 0.0", produces="pruned",
-             needs=("baseline",), check=tr.check_selection, trains=True),
+             needs=("baseline",), check=tr.check_prune, trains=True),
+        Step("reduce", graph.reduce, "remove the channels and units the masks made dead (outputs unchanged)",
+             produces="reduced", check=graph.check_reduce, in_chain=False),  # optional until quantize starts from it
         Step("transfer", tr.transfer, "retrain only the top layers on new data (optional)", produces="transfer",
              check=tr.check_transfer, trains=True, in_chain=False),
         Step("transfer-demo", tr.transfer_demo, "digits 0-4 -> 5-9 against training from scratch",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,14 +58,16 @@ def spec_masks_of(run: Run, cfg: Config, model=None):
 
 
 def check_baseline(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
-    """The model the config names can be built (a user's file loads), flattened and BN-folded, and
-    every layer can go to hardware; and the data loads. All before anything trains."""
+    """The model the config names can be built (a user's file loads), flattened and BN-folded, every
+    layer can go to hardware, and the data loads and fits it. All before anything trains."""
+    from ..data import check_fits
     from ..graph import prepare_model
     from ..hw.support import check_convertible
     from ..models import build_model
 
-    check_convertible(prepare_model(build_model(cfg.model))[0])
-    run.load_data(options.test_data)
+    model = prepare_model(build_model(cfg.model))[0]
+    check_convertible(model)
+    check_fits(model, run.load_data(options.test_data))
 
 
 def refuse_nested(model) -> None:
@@ -92,8 +95,8 @@ def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, f
     return out
 
 
-def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
-    """What analyze and prune read: the mask spec, the layer names, the data."""
+def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]):
+    """What analyze and prune read: the mask spec, the layer names, the data (returned)."""
     from ..analysis.kernels import check_layers
 
     model = model_for_checks(run, cfg)
@@ -103,6 +106,38 @@ def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]) 
     data = run.load_data(options.test_data)
     if cfg.prune.mode == "gradual" and len(data.x_val) == 0:
         raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+    return data
+
+
+# Gradual pruning's budget must be worth at least this many validation images: below that, one
+# image classified differently by chance decides whether a round is kept. (The reference config's
+# 0.005 of 500 images is worth 2.5.)
+MIN_BUDGET_IMAGES = 2
+
+
+def check_prune(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    """What the prune step reads (check_selection), and a validation split that can measure its budget."""
+    data = check_selection(run, cfg, options, planned)
+    if cfg.prune.mode == "gradual":
+        check_budget(cfg, len(data.x_val))
+
+
+def check_budget(cfg: Config, n_val: int) -> None:
+    """BadInput unless prune.max_accuracy_drop is worth MIN_BUDGET_IMAGES of the n_val validation images."""
+    budget = cfg.prune.max_accuracy_drop
+    if budget * n_val >= MIN_BUDGET_IMAGES - 1e-9:
+        return
+    fixes = [f"raise prune.max_accuracy_drop to at least {math.ceil(MIN_BUDGET_IMAGES / n_val * 1000) / 1000:g}"]
+    if budget > 0:
+        needed = math.ceil(MIN_BUDGET_IMAGES / budget - 1e-9)
+        fixes.insert(0, f"raise data.validation_fraction (now {cfg.data.validation_fraction:g}) so that at least "
+                        f"{needed} images validate")
+    raise BadInput(
+        f"prune.max_accuracy_drop: a budget of {budget:g} on {n_val} validation images is worth "
+        f"{budget * n_val:.2g} images, below the {MIN_BUDGET_IMAGES} that gradual pruning needs to tell a real "
+        "drop from chance; "
+        + ", or ".join(fixes)
+    )
 
 
 def baseline(run: Run, cfg: Config, options: Options) -> StageResult:
@@ -246,9 +281,16 @@ def transfer_data(run: Run, cfg: Config, options: Options):
 
 
 def check_transfer(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
+    """Every decision the transfer makes (edits, what trains, labels that fit), before any work."""
+    from ..data import check_fits
+    from ..transfer.stage import LABEL_HINT, prepare, select_task
+
+    data = transfer_data(run, cfg, options)
     if cfg.transfer.start_from not in planned:
-        refuse_nested(_transfer_source(run, cfg))
-    transfer_data(run, cfg, options)
+        model = _transfer_source(run, cfg)
+        refuse_nested(model)
+        plan = prepare(model, cfg)
+        check_fits(plan.model, select_task(data, cfg.transfer.classes, cfg.transfer.per_class), LABEL_HINT)
 
 
 def _transfer_source(run: Run, cfg: Config):

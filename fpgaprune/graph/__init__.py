@@ -1,9 +1,9 @@
-"""Graph passes on a user's Keras model, before the flow prunes it: each returns a new model and a report.
+"""Graph transformations over a Keras model: each returns a new model and never changes its input.
 
 `flatten_model` inlines nested sub-models; `fold_batchnorm` merges every BatchNormalization into
-the conv/dense layer before it. Both check the new model against the old on a batch and never
-change their input. The baseline step runs both, so every later stage (and the analyzer's
-ranking) sees the layers the hardware computes.
+the conv/dense layer before it (both check the new model against the old on a batch); the
+baseline step runs both, so every later stage (and the analyzer's ranking) sees the layers the
+hardware computes. `reduce_model` (reduce.py) removes the channels a prune made dead.
 
     flat, flat_report = flatten_model(model)
     folded, fold_report = fold_batchnorm(flat, x_batch)

@@ -9,10 +9,12 @@ a SeparableConv2D as its two halves (QDepthwiseConv2D `<name>_depthwise`, then a
 `QActivation(quantized_relu(bits, integer))`, a LeakyReLU (power-of-two slope) followed by
 `QActivation(quantized_bits)`, and an average over a pixel count that is not a power of two
 followed by `QActivation(quantized_bits)` too: fixed point divides exactly only by powers of
-two, and a quantizer right after the division makes both sides round the same. The masks go
-back on with `apply_masks`, whose KernelMask keeps QKeras' weight clipping, so
-quantization-aware training keeps every pruned kernel at 0.0; `quantized_bits` maps 0.0 to
-exactly 0, which `check_quantized_zeros` verifies on the quantized weights themselves.
+two, and a quantizer right after the division makes both sides round the same. Integer bits
+the config leaves null are chosen from the data (`ranges.py`: from the weights, and from a
+calibration batch for the ReLUs). The masks go back on with `apply_masks`, whose KernelMask
+keeps QKeras' weight clipping, so quantization-aware training keeps every pruned kernel at 0.0;
+`quantized_bits` maps 0.0 to exactly 0, which `check_quantized_zeros` verifies on the quantized
+weights themselves.
 
     qmodel = build_quantized_model(pruned, cfg.quantize, masks)
     qmodel, summary = quantize_model(pruned, masks, data, cfg)
@@ -27,6 +29,7 @@ from ..config import Config, QuantizeConfig
 from ..data import Dataset
 from ..errors import BadInput, WorkFailed
 from ..masks import ChannelMask, all_layers, apply_masks, conv_layers, masked_max_abs
+from .ranges import choose_ranges, clipped_after, range_warnings, ranges_missing
 from .support import ACTIVATION_TYPES, PASS_THROUGH, WEIGHT_TYPES, check_convertible, exact_average
 
 # hls4ml reserves this layer name for its own input node.
@@ -37,16 +40,21 @@ def quantizers(cfg: QuantizeConfig):
     """Functions name -> QKeras quantizer for weights, biases, activations and the input."""
     from qkeras import quantized_bits, quantized_relu
 
+    chosen = getattr(cfg, "chosen", {})  # ranges.ChosenRanges: every quantizer settled, by name
+
+    def integer(b, section):  # a layer's own integer bits, else the section's
+        return b.integer if b is not None and b.integer is not None else section
+
     def weight(name):
-        b = cfg.layers.get(name)
-        return quantized_bits(b.bits if b else cfg.weight_bits, b.integer if b else cfg.weight_integer, alpha=1)
+        b = chosen.get(name) or cfg.layers.get(name)
+        return quantized_bits(b.bits if b else cfg.weight_bits, integer(b, cfg.weight_integer), alpha=1)
 
     def bias(name):
         return quantized_bits(cfg.bias_bits, cfg.bias_integer, alpha=1)
 
     def relu(name):
-        b = cfg.layers.get(name)
-        return quantized_relu(b.bits if b else cfg.activation_bits, b.integer if b else cfg.activation_integer)
+        b = chosen.get(name) or cfg.layers.get(name)
+        return quantized_relu(b.bits if b else cfg.activation_bits, integer(b, cfg.activation_integer))
 
     def inputs():
         return quantized_bits(cfg.input_bits, cfg.input_integer, alpha=1)
@@ -96,8 +104,14 @@ def _activation_name(layer) -> str:
 
 
 def build_quantized_model(model: tf.keras.Model, cfg: QuantizeConfig, masks: dict | None = None) -> tf.keras.Model:
-    """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed."""
+    """A QKeras copy of `model` (weights copied, masks re-applied); `model` is not changed.
+
+    Integer bits the config leaves null are chosen from the weights (`ranges.choose_ranges`; the
+    ReLUs, with no calibration images here, get its uncalibrated default).
+    """
     check_convertible(model)
+    if ranges_missing(cfg):
+        cfg = choose_ranges(model, cfg)[0]
     qs = quantizers(cfg)  # weight, bias, relu, input
     input_q = qs[3]
     layers, inbound, input_names, output_names = _layer_graph(model)
@@ -145,7 +159,7 @@ def _quantized_layer(layer, x, qs):
     if kind in WEIGHT_TYPES:
         config = _plain_weight_config(layer)
         act = config.pop("activation")
-        x = _weight_layer(WEIGHT_TYPES[kind], config, lambda: weight_q(layer.name), lambda: bias_q(layer.name))(x)
+        x = _weight_layer(WEIGHT_TYPES[kind], config, weight_q, bias_q)(x)
         act_name = act if isinstance(act, str) else "linear"
         return _activation(x, act_name, f"{layer.name}_{act_name}", relu_q)
     if kind in ACTIVATION_TYPES:
@@ -164,20 +178,22 @@ def _quantized_layer(layer, x, qs):
 def _weight_layer(qkind: str, config: dict, weight_q, bias_q):
     """The QKeras layer of kind `qkind` with `config`, or (QSeparableConv2D) its two halves as one callable.
 
-    `weight_q` / `bias_q` make a fresh quantizer per call: QKeras layers must not share one.
+    `weight_q` / `bias_q` give a fresh quantizer by layer name (QKeras layers must not share one);
+    a SeparableConv2D's depthwise half is `<name>_depthwise`, its pointwise half keeps `<name>`.
     """
     from qkeras import QConv2D, QDense, QDepthwiseConv2D
 
+    name = config["name"]
     if qkind == "QDepthwiseConv2D":
-        return QDepthwiseConv2D(**config, depthwise_quantizer=weight_q(), bias_quantizer=bias_q())
+        return QDepthwiseConv2D(**config, depthwise_quantizer=weight_q(name), bias_quantizer=bias_q(name))
     if qkind != "QSeparableConv2D":
         cls = QConv2D if qkind == "QConv2D" else QDense
-        return cls(**config, kernel_quantizer=weight_q(), bias_quantizer=bias_q())
-    name = config["name"]
+        return cls(**config, kernel_quantizer=weight_q(name), bias_quantizer=bias_q(name))
     depthwise = QDepthwiseConv2D(config["kernel_size"], strides=config["strides"], padding=config["padding"],
-                                 use_bias=False, depthwise_quantizer=weight_q(), name=f"{name}_depthwise")
-    pointwise = QConv2D(config["filters"], 1, use_bias=config["use_bias"], kernel_quantizer=weight_q(),
-                        bias_quantizer=bias_q(), name=name)
+                                 use_bias=False, depthwise_quantizer=weight_q(f"{name}_depthwise"),
+                                 name=f"{name}_depthwise")
+    pointwise = QConv2D(config["filters"], 1, use_bias=config["use_bias"], kernel_quantizer=weight_q(name),
+                        bias_quantizer=bias_q(name), name=name)
     return lambda x: pointwise(depthwise(x))
 
 
@@ -285,11 +301,13 @@ def quantize_model(
     With `checkpoint_dir` the fine-tuning saves every epoch and `resume` continues from there.
     """
     from ..process import reseed
-    from ..training.fit import compile_model, evaluate, fit, optimizer_from
+    from ..training.fit import compile_model, evaluate, fit, optimizer_from, resolved_optimizer
 
-    reseed(cfg.seed)
     q = cfg.quantize
-    qmodel = build_quantized_model(model, q, masks)
+    calibration = data.x_train[: q.calibration_images]
+    qcfg, ranges = choose_ranges(model, q, calibration)
+    reseed(cfg.seed)  # after the probe model choose_ranges builds, so it takes no random numbers from training
+    qmodel = build_quantized_model(model, qcfg, masks)
     float_scores = evaluate(model, data)
     before = evaluate(qmodel, data)
     lr = q.learning_rate or cfg.train.learning_rate / 10
@@ -312,8 +330,11 @@ def quantize_model(
         **after,
         "accuracy_drop_vs_float": _drop(float_scores, after),
         "finetune_epochs": q.epochs,
-        "learning_rate": lr,
+        **resolved_optimizer(cfg.train, learning_rate=lr),  # the train section's optimizer
         "bits": bit_widths(qmodel),
+        "ranges": clipped_after(ranges, qmodel),
+        "calibration_images": int(len(calibration)),
+        "warnings": range_warnings(ranges),
         "masked_kernels": {name: int(m.sum()) for name, m in masks.items()},
         "masked_max_abs_float": worst_float,
         "masked_max_abs_quantized": worst_quantized,

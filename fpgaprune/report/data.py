@@ -32,6 +32,7 @@ STAGES = {
     "baseline": "trained from scratch",
     "analysis": "proposed kernels zeroed, no retraining",
     "pruned": "masked retraining, pruned kernels locked at 0.0",
+    "reduced": "dead channels and units removed, outputs unchanged",
     "transfer": "top layers retrained on frozen features",
     "quantized": "QKeras fixed point, quantization-aware fine-tuning",
     "transfer-demo": "demo: pretrained on digits 0-4, transferred to 5-9",
@@ -148,7 +149,7 @@ def stale_stages(cfg: Config, projects: dict[str, Path]) -> dict[str, str]:
     def saved_at(path: Path) -> float | None:
         return path.stat().st_mtime if path.is_file() else None
 
-    inputs = {"analysis": "baseline", "pruned": "baseline", "transfer": cfg.transfer.start_from,
+    inputs = {"analysis": "baseline", "pruned": "baseline", "reduced": "pruned", "transfer": cfg.transfer.start_from,
               "quantized": cfg.quantize.start_from}
     times = {s: saved_at(cfg.run_dir / s / SUMMARY_FILE) for s in STAGES}
     out = {s: src for s, src in inputs.items() if times[s] and times.get(src) and times[s] < times[src]}

@@ -80,9 +80,19 @@ def transfer_line(folder, summary: dict) -> str:
     seconds = sorted(summary["epoch_seconds"])[len(summary["epoch_seconds"]) // 2]
     return (
         f"transfer saved to {folder}: trained {', '.join(summary['trainable_layers'])} from {how}, "
-        f"{seconds:.3f} s per epoch; {summary['accuracy_split']} accuracy "
-        f"{summary['accuracy_before']:.4f} -> {summary['accuracy_after']:.4f}"
+        f"{seconds:.3f} s per epoch; {summary['accuracy_split']} accuracy {accuracy_before_text(summary)}"
     )
+
+
+def accuracy_before_text(summary: dict) -> str:
+    """'before -> after', saying which model 'before' is: the untouched one, or the new random head."""
+    after = f"{summary['accuracy_after']:.4f}"
+    if summary.get("accuracy_before_new_head") is None:  # the head was kept (or an older summary)
+        return f"{summary['accuracy_before']:.4f} (untouched model) -> {after}"
+    untouched = summary.get("accuracy_before_untouched")
+    other = (f"{untouched:.4f} on the same images" if untouched is not None
+             else f"not comparable: {summary.get('accuracy_before_untouched_note')}")
+    return f"{summary['accuracy_before_new_head']:.4f} (new random head) -> {after}; untouched model {other}"
 
 
 def demo_line(summary: dict) -> str:

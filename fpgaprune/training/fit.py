@@ -30,13 +30,17 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0, neste
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def resolved_optimizer(cfg: TrainConfig, optimizer: str | None = None, learning_rate: float | None = None) -> dict:
+    """The optimizer name and learning rate a stage trains with: its own, else the train section's."""
+    return {"optimizer": optimizer or cfg.optimizer, "learning_rate": learning_rate or cfg.learning_rate}
+
+
 def optimizer_from(cfg: TrainConfig, optimizer: str | None = None, learning_rate: float | None = None):
     """The train section's optimizer, with a stage's optional overrides."""
+    used = resolved_optimizer(cfg, optimizer, learning_rate)
+    name = used["optimizer"]
     return make_optimizer(
-        optimizer or cfg.optimizer,
-        learning_rate or cfg.learning_rate,
-        cfg.momentum if (optimizer or cfg.optimizer) != "adam" else 0.0,
-        cfg.nesterov and (optimizer or cfg.optimizer) == "sgd",
+        name, used["learning_rate"], cfg.momentum if name != "adam" else 0.0, cfg.nesterov and name == "sgd"
     )
 
 

@@ -33,7 +33,7 @@ from ..data import Dataset
 from ..errors import BadInput
 from ..masks import apply_masks, masked_max_abs, masks_of
 from ..process import reseed
-from .fit import FitResult, compile_model, evaluate, fit, optimizer_from
+from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, resolved_optimizer
 
 
 def fraction_schedule(p: PruneConfig) -> list[float]:
@@ -278,6 +278,7 @@ def prune_summary(
         "test_accuracy_baseline": baseline["test_accuracy"],
         "test_accuracy_after": after["test_accuracy"],
         "masked_max_abs": masked_max_abs(model, masks),
+        **resolved_optimizer(cfg.train, cfg.prune.optimizer, cfg.prune.learning_rate),  # prune's, else train's
         "history": history,
         "seconds": seconds,
         "prune_config": config_to_dict(cfg)["prune"],

@@ -26,7 +26,7 @@ from ..errors import BadInput
 from ..locks import scratch_dir
 from ..masks import count_pruned, masked_max_abs, masks_of
 from ..process import reseed
-from ..training.fit import accuracy, compile_model, optimizer_from, training_callbacks
+from ..training.fit import accuracy, compile_model, optimizer_from, resolved_optimizer, training_callbacks
 from .features import Split, cache_features, speedup_bound, split_at_trainable
 from .headfit import fit_head
 from .heads import dense_layers, insert_identity, insert_scale, rebuild, replace_head
@@ -165,7 +165,8 @@ def train_layers(
     split = split_at_trainable(model)
     cached = t.cache_features and split.head is not None
     reason = None if cached else ("transfer.cache_features is false" if split.head is not None else split.reason)
-    info = {"layers": list(trainable), "cached_features": cached, "cut": split.cut, "uncached_reason": reason}
+    info = {"layers": list(trainable), "cached_features": cached, "cut": split.cut, "uncached_reason": reason,
+            **resolved_optimizer(cfg.train, t.optimizer, learning_rate)}
     net, frozen, x_train, x_val = model, None, data.x_train, data.x_val
     if split.head is not None:
         net = split.head
@@ -192,6 +193,36 @@ def train_layers(
     return info
 
 
+def accuracy_before(model: tf.keras.Model, plan: Plan, data: Dataset, task: Dataset, classes: list[int] | None) -> dict:
+    """Where the transfer starts, on the task's evaluation images, in the summary's labelled keys.
+
+    Head kept: the untouched model's accuracy (`accuracy_before`, `accuracy_before_untouched`).
+    Head replaced: the new, still random head's (`accuracy_before`, `accuracy_before_new_head`), and
+    the untouched model's on the same images with their original labels, where those labels fit
+    its outputs (else None, and `accuracy_before_untouched_note` says why).
+    """
+    x, y, split = task.eval_split()
+    if not plan.new_layers:
+        kept = accuracy(model, x, y)
+        return {"accuracy_before": kept, "accuracy_before_untouched": kept, "accuracy_before_new_head": None,
+                "accuracy_before_untouched_note": None}
+    new_head = accuracy(plan.model, x, y)
+    x_old, y_old = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
+    if classes is not None:
+        keep = np.isin(y_old, classes)
+        x_old, y_old = x_old[keep], y_old[keep]
+    outputs = int(model.outputs[0].shape[-1])
+    untouched, note = None, None
+    if not len(y_old):
+        note = "no evaluation images"
+    elif int(y_old.max()) >= outputs:
+        note = f"its {outputs} outputs do not cover these images' labels ({int(y_old.min())}..{int(y_old.max())})"
+    else:
+        untouched = accuracy(model, x_old, y_old)
+    return {"accuracy_before": new_head, "accuracy_before_untouched": untouched,
+            "accuracy_before_new_head": new_head, "accuracy_before_untouched_note": note}
+
+
 def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1, checkpoint_dir=None, resume=False):
     """Train the top of a copy of `model` on `data` as cfg.transfer says; return it and a summary.
 
@@ -204,7 +235,7 @@ def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1
     task = select_task(data, t.classes, t.per_class)
     check_fits(plan.model, task, LABEL_HINT)
     x_eval, y_eval, split_name = task.eval_split()
-    before = accuracy(plan.model, x_eval, y_eval)
+    before = accuracy_before(model, plan, data, task, t.classes)
     never_trained = [layer for layer in plan.model.layers if layer.name not in plan.trainable + plan.unfreeze]
     frozen_weights = {layer.name: [w.copy() for w in layer.get_weights()] for layer in never_trained}
     lr = t.learning_rate or cfg.train.learning_rate
@@ -235,9 +266,11 @@ def transfer(model: tf.keras.Model, data: Dataset, cfg: Config, verbose: int = 1
         "new_layers": plan.new_layers,
         "inserted_layers": plan.inserted,
         "cached_features": head["cached_features"],
-        "accuracy_before": before,
+        **before,
         "accuracy_after": accuracy(plan.model, x_eval, y_eval),
         "accuracy_split": split_name,
+        "optimizer": head["optimizer"],
+        "learning_rate": head["learning_rate"],
         "epoch_seconds": head["epoch_seconds"],
         "head": {k: v for k, v in head.items() if k != "epoch_seconds"},
         "unfreeze": unfrozen,
@@ -276,7 +309,10 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     per_class = cfg.transfer.per_class or DEMO_PER_CLASS
     new = select_task(data, DEMO_NEW_CLASSES, per_class)
     model_cfg = replace(cfg.model, source="reference", num_classes=len(DEMO_OLD_CLASSES))
-    t = replace(cfg.transfer, new_classes=len(DEMO_NEW_CLASSES), head=None, classes=None, per_class=None)
+    # transfer() picks the new classes itself, so it knows their original labels (5-9, which the
+    # pretrained model's 5 outputs cannot be compared on)
+    t = replace(cfg.transfer, new_classes=len(DEMO_NEW_CLASSES), head=None, classes=DEMO_NEW_CLASSES,
+                per_class=per_class)
     demo_cfg = replace(cfg, transfer=t)
     prepare(build_reference_cnn(model_cfg), demo_cfg)  # bad settings fail before any training
 
@@ -287,7 +323,7 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
         pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience,
         verbose=verbose,
     )
-    model, summary = transfer(pretrained, new, demo_cfg, verbose=verbose)
+    model, summary = transfer(pretrained, data, demo_cfg, verbose=verbose)
 
     scratch_epochs = max(cfg.train.epochs, t.epochs + (t.unfreeze_epochs if t.unfreeze else 0))
     reseed(cfg.seed)

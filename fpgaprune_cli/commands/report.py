@@ -33,9 +33,9 @@ def add_arguments(p) -> None:
 
 def resolve_run(args):
     """The config of the run RUN names: the one its stages saved, with --set applied on top."""
-    from ..config import config_to_dict, parse_config
-    from ..errors import BadInput, one_line, run_step
-    from ..report.data import saved_config
+    from fpgaprune.config import config_to_dict, parse_config
+    from fpgaprune.errors import BadInput, one_line, run_step
+    from fpgaprune.report.data import saved_config
 
     base = config_from_args(args)
     runs_dir, name = Path(base.runs_dir), base.name

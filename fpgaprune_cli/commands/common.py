@@ -43,7 +43,7 @@ def add_resume_argument(p: argparse.ArgumentParser) -> None:
 def apply_override(data: dict, assignment: str) -> None:
     import yaml
 
-    from ..errors import BadInput
+    from fpgaprune.errors import BadInput
 
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
@@ -64,7 +64,7 @@ def apply_override(data: dict, assignment: str) -> None:
 
 def config_data(args) -> dict:
     """--config as a dict (the built-in defaults when the default file is absent), --set applied."""
-    from ..config import config_to_dict, load_config
+    from fpgaprune.config import config_to_dict, load_config
 
     path = Path(args.config)
     data = {} if (not path.exists() and args.config == DEFAULT_CONFIG) else config_to_dict(load_config(path))
@@ -75,8 +75,8 @@ def config_data(args) -> dict:
 
 def parse_with_flags(data: dict, args, flag: str | None = None):
     """The typed config; errors name --set (or the flag) that made the value wrong."""
-    from ..config import parse_config
-    from ..errors import BadInput
+    from fpgaprune.config import parse_config
+    from fpgaprune.errors import BadInput
 
     try:
         cfg = parse_config(data)
@@ -102,14 +102,14 @@ def verbosity(args) -> int:
 
 def say_cli(line: str) -> None:
     """Print a step's line with the CLI's flag names."""
-    from ..errors import render
+    from fpgaprune.errors import render
 
     print(render(line, cli=True))
 
 
 def options_from_args(args, **extra):
     """The flow's options from the common flags."""
-    from ..flow import Options
+    from fpgaprune.flow import Options
 
     return Options(
         force=getattr(args, "force", False),
@@ -124,7 +124,7 @@ def options_from_args(args, **extra):
 
 def run_steps(args, cfg, steps: list[str] | None = None, **extra) -> int:
     """Run flow steps with the options the flags give; every command ends here."""
-    from ..flow import run_flow
+    from fpgaprune.flow import run_flow
 
     run_flow(cfg, steps=steps, options=options_from_args(args, **extra.pop("options", {})), **extra)
     return 0

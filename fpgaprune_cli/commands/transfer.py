@@ -36,7 +36,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..errors import BadInput
+    from fpgaprune.errors import BadInput
 
     for flag, key in SHORTCUTS.items():
         value = getattr(args, flag)

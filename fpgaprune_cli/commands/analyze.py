@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..errors import BadInput
+    from fpgaprune.errors import BadInput
 
     cfg = prune_config_from_args(args, {"mode": "oneshot"})  # analysis proposes once; no rounds
     if args.top < 0:
