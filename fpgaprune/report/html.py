@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -364,18 +363,8 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
         figs = Figures(folder)
         sections = tqdm(SECTIONS, desc="report", disable=not progress, leave=False)
         body = {sid: BUILDERS[sid](run, figs) for sid, _ in sections}
-        (folder / PAGE).write_text(render_page(cfg, body))
-        _readable(folder)
+        (folder / PAGE).write_text(render_page(cfg, body))  # atomic_dir gives the umask's modes
     return report_dir(cfg) / PAGE
-
-
-def _readable(folder: Path) -> None:
-    """Temporary files are private (0600); a report is meant to be opened and shared."""
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~mask)
 
 
 STYLE = """
