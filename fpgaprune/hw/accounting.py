@@ -33,6 +33,9 @@ from ..errors import BadInput
 from .export import read_manifest
 
 LUT_MODEL = "LUT ~ b_w*b_a/2 per LUT-mapped multiplier; DSP per hls4ml VivadoDSPEstimator (weights >= 9 bits)"
+# LUT-equivalents: LUT + 55 x DSP, the convention HGQ and da4ml use to put designs that trade
+# DSPs for LUTs on one axis.
+DSP_IN_LUTS = 55
 ZERO_SAVING = "zeros save multipliers only with Latency at reuse factor 1 or Resource_Unrolled"
 
 # hls4ml's 2-D convolution classes (a 1x1 Conv2D is a PointwiseConv2D in io_stream); all store
@@ -218,7 +221,15 @@ def totals(rows: list[LayerCount], kinds: tuple[str, ...] = (*CONV_CLASSES, "Den
     pick = [r for r in rows if r.kind in kinds]
     keys = ("weights", "nonzero", "masked_weights", "mults_per_image_unpruned", "mults_per_image",
             "multipliers_unpruned", "multipliers", "dsp_unpruned", "dsp", "lut_unpruned", "lut")
-    return {k: int(sum(getattr(r, k) for r in pick)) for k in keys}
+    out = {k: int(sum(getattr(r, k) for r in pick)) for k in keys}
+    out["lut_equivalents_unpruned"] = lut_equivalents(out["lut_unpruned"], out["dsp_unpruned"])
+    out["lut_equivalents"] = lut_equivalents(out["lut"], out["dsp"])
+    return out
+
+
+def lut_equivalents(lut: int, dsp: int) -> int:
+    """One cost axis for designs that trade DSPs against LUTs."""
+    return int(lut + DSP_IN_LUTS * dsp)
 
 
 def as_dict(rows: list[LayerCount]) -> dict:
