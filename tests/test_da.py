@@ -87,9 +87,9 @@ def test_da_zeros_cut_its_cost():
     costs = []
     for masks in ({"conv2": np.zeros((2, 4), bool)}, {"conv2": pruned}):
         q = build_quantized_model(apply_masks(model, masks), QuantizeConfig(), masks)
-        from fpgaprune.masks import strip_masks
         from fpgaprune.hw.quantize import logits_model
         from fpgaprune.locks import scratch_dir
+        from fpgaprune.masks import strip_masks
 
         with scratch_dir("t") as out:
             hls_model, _ = convert(logits_model(strip_masks(q)), config(out, strategy=DA_STRATEGY).export, "Vivado",
