@@ -11,7 +11,7 @@ filters or single weights).
 Per point (method, target, seed) it records the test accuracy, the non-zero conv
 multiplications per image, and after post-training quantization of the conv weights to 8 and
 6 bits (fpgaprune.hw.quantize, no fine-tuning: no extra epochs) the quantized accuracy, the
-non-zero multiplications left and fpgaprune.hw.accounting's multiplier / DSP / LUT estimate
+non-zero multiplications left and fpgaprune.hw.costs's multiplier / DSP / LUT estimate
 (Latency strategy, reuse factor 1; also the multipliers of a Resource_Unrolled design at
 reuse factors 4, 8, 32), and the method's wall time.
 
@@ -43,7 +43,7 @@ from compression_methods import LAYERS, METHODS, layers_of  # noqa: E402
 from compression_report import plot, results_block, update_results_md  # noqa: E402
 
 from fpgaprune.config import LayerBits, load_config  # noqa: E402
-from fpgaprune.hw.accounting import dsp_estimate, lut_estimate, multipliers  # noqa: E402
+from fpgaprune.hw.costs import multipliers, rule_cost  # noqa: E402
 from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels  # noqa: E402
 from fpgaprune.io import write_json  # noqa: E402
 from fpgaprune.masks import conv_layers  # noqa: E402
@@ -109,7 +109,7 @@ def hardware(model, data, cfg, bits: int, geometry: dict[str, dict]) -> dict:
     """Post-training quantization of the conv weights to `bits`, then the accounting's figures.
 
     Dense layers stay at 8 bits so the figure isolates the conv layers. Multipliers, DSP and
-    LUT per fpgaprune.hw.accounting (Latency, reuse factor 1: one multiplier per non-zero weight;
+    LUT per fpgaprune.hw.costs.rule_cost (Latency, reuse factor 1: one multiplier per non-zero weight;
     hls4ml's VivadoDSPEstimator puts weights under 9 bits in LUTs); also the multipliers of a
     Resource_Unrolled design at UNROLLED_RFS, per layer.
     """
@@ -121,13 +121,10 @@ def hardware(model, data, cfg, bits: int, geometry: dict[str, dict]) -> dict:
     out = {"test_accuracy": accuracy(qmodel, data.x_test, data.y_test), "multipliers": 0, "dsp": 0, "lut": 0,
            "resource_unrolled": {}}
     for i, (name, kernel) in enumerate(kernels.items()):
-        layer = {"name": name, "strategy": "latency", "reuse_factor": 1, "weight_bits": bits,
-                 "input_bits": q.input_bits if i == 0 else q.activation_bits}
-        used = multipliers("latency", 1, kernel.reshape(-1))
-        dsp = dsp_estimate(layer, kernel.size, used)
-        out["multipliers"] += used
-        out["dsp"] += dsp
-        out["lut"] += lut_estimate(layer, used, dsp)
+        input_bits = q.input_bits if i == 0 else q.activation_bits
+        cost = rule_cost("latency", 1, kernel.reshape(-1), bits, input_bits)
+        for key in ("multipliers", "dsp", "lut"):
+            out[key] += cost[key]
         # hls4ml stores Resource conv weights as (F, H, W, C): a multiplier serves rf
         # consecutive input channels of one tap of one filter, not the taps of a 2-D kernel.
         storage = np.transpose(kernel, (3, 0, 1, 2)).reshape(-1)

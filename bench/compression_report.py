@@ -136,7 +136,7 @@ def _unrolled_section(result: dict) -> str:
     if not table:
         return ""
     return ("\nconv2 multipliers with 8-bit weights in a `Resource_Unrolled` design (hls4ml's rule, via "
-            "`fpgaprune.hw.accounting.multipliers`: weights stored (F, H, W, C), a multiplier serves RF "
+            "`fpgaprune.hw.costs.multipliers`: weights stored (F, H, W, C), a multiplier serves RF "
             "consecutive input channels of one tap of one filter and is dropped only when all are zero; "
             "RF 1 = non-zero weights):\n\n" + table + "\n")
 

@@ -216,9 +216,10 @@ class LayerBits:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    # Which saved stage to quantize: pruned (the usual), reduced (pruned, dead channels removed),
+    # Which saved stage to quantize: reduced (the pruned model, dead channels removed: the default),
+    # pruned (as it is),
     # baseline or transfer.
-    start_from: Literal["pruned", "reduced", "baseline", "transfer"] = "pruned"
+    start_from: Literal["pruned", "reduced", "baseline", "transfer"] = "reduced"
     # Weights of every QConv2D / QDense: quantized_bits(bits, integer, alpha=1), i.e. ap_fixed
     # <bits, integer + 1>: `bits` includes the sign, `integer` excludes it (QKeras convention).
     weight_bits: int = rule(8, min=2, max=32)

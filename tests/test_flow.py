@@ -43,7 +43,7 @@ def test_bad_step_names(kwargs, fragment):
 def test_every_input_is_checked_before_any_step_runs(tmp_path):
     """The quantize step's missing input stops the flow before the baseline trains."""
     cfg = flow_config(tmp_path)
-    with pytest.raises(BadInput, match="no saved pruned model"):
+    with pytest.raises(BadInput, match="no saved reduced model"):
         run_flow(cfg, steps=["baseline", "quantize"])
     assert not Run(cfg).root.exists()
 
@@ -116,7 +116,7 @@ def test_flow_from_quantize_to_csim_over_an_existing_pruned_stage(tmp_path):
     """start="quantize", stop="csim": the pruned stage is read, not made again; each step is timed."""
     from fpgaprune.masks import save_masks
 
-    cfg = flow_config(tmp_path, quantize={"epochs": 0})
+    cfg = flow_config(tmp_path, quantize={"epochs": 0, "start_from": "pruned"})
     run = Run(cfg)
     model, masks = tiny_pruned()
     run.save("pruned", model, {"stage": "pruned"}, extras={MASKS_FILE: lambda p: save_masks(masks, p)})

@@ -8,7 +8,7 @@ from ..config import Config
 from ..errors import BadInput, WorkFailed, option, run_step
 from ..process import reseed
 from ..results import StageResult
-from ..run import ACCOUNTING_FILE, CSIM_SUMMARY, MASKS_FILE, SYNTH_REPORT, Run, refuse_existing
+from ..run import ACCOUNTING_FILE, CSIM_SUMMARY, MASKS_FILE, SUMMARY_FILE, SYNTH_REPORT, Run, refuse_existing
 from .options import Options
 
 # quantize.start_from -> the step that makes that stage.
@@ -83,20 +83,30 @@ def projects(run: Run, cfg: Config) -> dict:
     return {backend: run.project_dir(backend) for backend in backend_names(cfg.export)}
 
 
-def _exports_to_do(run: Run, cfg: Config, options: Options) -> list[str]:
-    """Backends whose project must be written; an existing one is kept, replaced or refused."""
-    from ..hw.export import same_settings
+def _exports_to_do(run: Run, cfg: Config, options: Options) -> dict[str, bool]:
+    """Backends whose project must be written -> whether it replaces an existing one.
 
-    todo = []
+    An existing project is kept when asked to reuse it and it was exported with the same
+    settings from the current quantized model; one older than the quantized model is replaced.
+    """
+    from ..hw.export import MANIFEST, same_settings
+
+    todo = {}
+    quantized = run.stage_dir("quantized") / SUMMARY_FILE
     for backend, folder in projects(run, cfg).items():
         if folder.exists() and not options.force:
+            manifest = folder / MANIFEST
+            older = manifest.is_file() and quantized.is_file() and quantized.stat().st_mtime > manifest.stat().st_mtime
+            if options.reuse and older:
+                todo[backend] = True
+                continue
             if options.reuse and same_settings(folder, cfg.export):
                 continue
             if options.reuse:
                 raise BadInput(f"{folder} already exists with different export settings; "
                                f"{option('force')} to replace it")
             refuse_existing(folder)
-        todo.append(backend)
+        todo[backend] = options.force
     return todo
 
 
@@ -129,13 +139,15 @@ def export(run: Run, cfg: Config, options: Options) -> StageResult:
         qmodel, _ = run.load("quantized")
         x, _, _ = model_data(run, cfg, options).eval_split()
         x_tb = x[: cfg.export.testbench_images]
-        for backend in todo:
-            folder = export_project(qmodel, cfg, backend, x_tb, force=options.force,
+        for backend, replace in todo.items():
+            if replace and not options.force:
+                options.say(f"{projects(run, cfg)[backend]} is older than the quantized model: exporting it again")
+            folder = export_project(qmodel, cfg, backend, x_tb, force=replace,
                                     source=str(run.stage_dir("quantized")), unreduced=unreduced_shapes(run, cfg),
                                     say=options.say)
             options.say(f"exported {backend} project to {folder} ({len(x_tb)} test-bench images)")
     return StageResult("export", folder=run.projects_root, reused=not todo,
-                       summary={"exported": todo, "projects": {b: str(f) for b, f in projects(run, cfg).items()}})
+                       summary={"exported": list(todo), "projects": {b: str(f) for b, f in projects(run, cfg).items()}})
 
 
 def check_csim(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:

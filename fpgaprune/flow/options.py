@@ -59,3 +59,6 @@ class Step:
     trains: bool = False
     # Part of start..stop ranges (optional steps run only when named).
     in_chain: bool = True
+    # The stage its output is made from (cfg -> stage name): when that stage is made again, or
+    # is newer, this output is stale and is made again rather than reused or refused.
+    source: Callable | None = None

@@ -10,6 +10,7 @@ training is resumed or started over as `options` say; then the steps run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from ..errors import BadInput, option
 from ..locks import hold, sweep_dead_scratch, sweep_projects, sweep_run
 from ..process import configure_process
 from ..results import StageResult
-from ..run import Run, refuse_existing
+from ..run import SUMMARY_FILE, Run, refuse_existing
 from .guards import check_name, guard_resume, settle_checkpoints, storage_faults
 from .options import Options
 from .steps import STEPS
@@ -61,10 +62,22 @@ def plan(run: Run, names: list[str], options: Options) -> list[str]:
     return names
 
 
-def reused(run: Run, name: str, options: Options) -> bool:
+def stale(run: Run, cfg: Config, name: str, names: list[str]) -> bool:
+    """Whether step `name`'s output is older than the stage it is made from, or that stage is remade now."""
+    step = STEPS[name]
+    if step.source is None or step.produces is None:
+        return False
+    source = step.source(cfg)
+    if any(STEPS[n].produces == source for n in names[: names.index(name)]):
+        return True
+    mine, theirs = run.stage_dir(step.produces) / SUMMARY_FILE, run.stage_dir(source) / SUMMARY_FILE
+    return mine.is_file() and theirs.is_file() and theirs.stat().st_mtime > mine.stat().st_mtime
+
+
+def reused(run: Run, name: str, options: Options, replace: set[str]) -> bool:
     """Whether step `name` keeps an existing output (refused if it may neither keep nor replace it)."""
     stage = STEPS[name].produces
-    if stage is None or not run.stage_dir(stage).exists() or options.force:
+    if stage is None or not run.stage_dir(stage).exists() or options.force or name in replace:
         return False
     if options.reuse and run.has(stage):
         return True
@@ -87,7 +100,8 @@ def run_flow(
     check_name(cfg)
     with storage_faults():
         names = plan(run, step_names(start, stop, steps), options)
-        keep = {n for n in names if reused(run, n, options)}
+        replace = {n for n in names if stale(run, cfg, n, names)}
+        keep = {n for n in names if reused(run, n, options, replace)}
         for i, name in enumerate(names):
             # What the steps before this one will have made: a stage folder, or the step's own name.
             earlier = {STEPS[n].produces or n for n in names[:i]}
@@ -103,10 +117,11 @@ def run_flow(
             sweep_dead_scratch()
         todo = [n for n in names if n not in keep]
         settle_checkpoints(run, todo, options)
-        return _run_steps(run, cfg, names, keep, options)
+        return _run_steps(run, cfg, names, keep, replace, options)
 
 
-def _run_steps(run: Run, cfg: Config, names: list[str], keep: set[str], options: Options) -> FlowResult:
+def _run_steps(run: Run, cfg: Config, names: list[str], keep: set[str], replace: set[str],
+               options: Options) -> FlowResult:
     flow = FlowResult()
     record = {"started": _now(), "steps": []}
     for name in names:
@@ -114,9 +129,13 @@ def _run_steps(run: Run, cfg: Config, names: list[str], keep: set[str], options:
         if name in keep:
             flow.results[name] = _reuse(run, name, options)
         else:
+            step_options = dataclasses.replace(options, force=True) if name in replace else options
+            if name in replace and run.stage_dir(STEPS[name].produces).exists():
+                options.say(f"{run.stage_dir(STEPS[name].produces)} is older than the "
+                            f"{STEPS[name].source(cfg)} stage it comes from: making it again")
             if STEPS[name].trains:
-                guard_resume(run, cfg, STEPS[name].produces, options)
-            flow.results[name] = STEPS[name].run(run, cfg, options)
+                guard_resume(run, cfg, STEPS[name].produces, step_options)
+            flow.results[name] = STEPS[name].run(run, cfg, step_options)
         flow.seconds[name] = time.perf_counter() - began
         record["steps"].append({"step": name, "seconds": round(flow.seconds[name], 3), "reused": name in keep})
         run.record_flow({**record, "finished": _now()})

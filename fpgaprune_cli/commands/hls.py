@@ -18,5 +18,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    return run_steps(args, config_from_args(args), ["quantize", "export", "csim", "accounting", "report"],
+    cfg = config_from_args(args)
+    first = ["reduce"] if cfg.quantize.start_from == "reduced" else []  # reused unless the pruned stage is newer
+    return run_steps(args, cfg, [*first, "quantize", "export", "csim", "accounting", "report"],
                      options={"csim_images": args.images, "reuse": True})

@@ -3,7 +3,8 @@
 Default: gradual mode from the config's prune section (prune more, retrain, until the
 validation accuracy budget would break). `--spec FILE` retrains once with a hand-written mask
 spec; a selection flag (--fraction, --threshold, --global-fraction) also means one shot.
-Writes runs/<name>/pruned/ and refreshes the report.
+Writes runs/<name>/pruned/, removes the channels the masks made dead (runs/<name>/reduced/)
+and refreshes the report.
 """
 
 from __future__ import annotations
@@ -29,4 +30,4 @@ def run(args) -> int:
         extra["mode"] = args.mode or "oneshot"
     if args.epochs is not None:
         extra["epochs"] = args.epochs
-    return run_steps(args, prune_config_from_args(args, extra), ["prune", "report"])
+    return run_steps(args, prune_config_from_args(args, extra), ["prune", "reduce", "report"])
