@@ -234,8 +234,10 @@ def pruning_section(run: RunData, figs: Figures) -> str:
     ) + table(rows)
     history = s.get("history") or []
     if history:
-        rounds = [{**{k: v for k, v in r.items() if k != "kernels_pruned"},
-                   "kernels pruned": sum((r.get("kernels_pruned") or {}).values())} for r in history]
+        rounds = [{**{k: v for k, v in r.items() if k not in ("kernels_pruned", "weights_pruned")},
+                   "kernels pruned": sum((r.get("kernels_pruned") or {}).values()),
+                   **({"dense weights pruned": sum(r["weights_pruned"].values())} if "weights_pruned" in r else {})}
+                  for r in history]
         out += "<h3>Rounds</h3>" + table(rounds) + figs.add(
             "accuracy_vs_fraction.png", "accuracy against the fraction pruned",
             lambda f: plots.accuracy_vs_fraction(history, f, floor=s.get("val_accuracy_floor")))
