@@ -74,9 +74,10 @@ class _ZeroMask(tf.keras.constraints.Constraint):
 class KernelMask(_ZeroMask):
     """Constraint that zeroes the pruned 2-D kernels `W[:, :, cin, cout]` after every update.
 
-    `pruned` lists (cin, cout) pairs (for a Dense kernel [in, out], (input, output) weights); the config stores that list, not a dense array, so it
-    stays small inside a saved model. `clip` keeps QKeras' default weight clipping, which a
-    layer's `kernel_constraint` would otherwise replace.
+    `pruned` lists (cin, cout) pairs (for a Dense kernel [in, out], (input, output) weights);
+    the config stores that list, not a dense array, so it stays small inside a saved model.
+    `clip` keeps QKeras' default weight clipping, which a layer's `kernel_constraint` would
+    otherwise replace.
     """
 
     def __init__(self, kernel_shape, pruned, clip=None):

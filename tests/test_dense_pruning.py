@@ -22,8 +22,8 @@ from fpgaprune.hw.export import export_project, read_manifest
 from fpgaprune.hw.quantize import build_quantized_model, check_quantized_zeros, quantized_kernels
 from fpgaprune.masks import KernelMask, apply_masks, load_masks, masked_max_abs, masks_of, save_masks
 from fpgaprune.models import load_saved_model, save_model
-from fpgaprune.run import MASKS_FILE, Run
 from fpgaprune.report.text import analysis_lines, prune_table
+from fpgaprune.run import MASKS_FILE, Run
 from fpgaprune.spec import masks_to_spec, parse_mask_spec, read_mask_spec, spec_to_masks, write_mask_spec
 from fpgaprune.training.fit import compile_model, fit, make_optimizer
 from fpgaprune.training.retrain import prune_gradual
@@ -186,10 +186,10 @@ def test_gradual_pruning_of_conv_and_dense(tmp_path, small_data):
 @pytest.mark.slow
 def test_prune_layers_conv2_fc1_end_to_end(tmp_path):
     """prune.layers [conv2, fc1]: baseline -> prune -> reduce -> quantize -> export, zeros kept in the files."""
-    cfg = tiny_config(tmp_path, train={"epochs": 1},
-                      prune={"layers": ["conv2", "fc1"], "schedule": [0.5, 0.8], "epochs": 1, "max_accuracy_drop": 1.0},
-                      quantize={"start_from": "reduced", "epochs": 1})
-    flow = run_flow(cfg, steps=["baseline", "prune", "reduce", "quantize", "export", "accounting"], options=Options(verbose=0))
+    prune = {"layers": ["conv2", "fc1"], "schedule": [0.5, 0.8], "epochs": 1, "max_accuracy_drop": 1.0}
+    cfg = tiny_config(tmp_path, train={"epochs": 1}, prune=prune, quantize={"start_from": "reduced", "epochs": 1})
+    steps = ["baseline", "prune", "reduce", "quantize", "export", "accounting", "report"]
+    flow = run_flow(cfg, steps=steps, options=Options(verbose=0))
     s = flow.results["prune"].summary
     assert s["weights_pruned"]["fc1"] == int(np.ceil(0.8 * 3200)) and s["kernels_pruned"]["conv2"] == 26
     assert flow.results["prune"].kernels_pruned == s["kernels_pruned"]["total"]  # conv kernels only
@@ -203,3 +203,5 @@ def test_prune_layers_conv2_fc1_end_to_end(tmp_path):
     assert {"conv2", "fc1"} <= set(leaks) and not any(leaks.values())
     table = flow.results["accounting"].summary["backends"]["Vivado"]
     assert table["masked_nonzero_in_export"]["fc1"] == 0
+    page = (run.report_dir / "index.html").read_text()
+    assert "Dense weights" in page and "dense weights pruned" in page

@@ -225,8 +225,10 @@ def pruning_section(run: RunData, figs: Figures) -> str:
         return _not_run("pruning", "fpgaprune prune")
     total, pruned = s.get("kernels_total", {}), s.get("kernels_pruned", {})
     kept = {n: t - pruned.get(n, 0) for n, t in total.items()}
-    rows = layer_rows({"kernels": total, "pruned": pruned, "kept": kept,
-                       "MACs before": s.get("macs_before", {}), "MACs after": s.get("macs_after", {})})
+    columns = {"kernels": total, "pruned": pruned, "kept": kept}
+    if len(s.get("weights_total", {})) > 1:  # masked Dense layers: counted in weights, apart from conv kernels
+        columns.update({"Dense weights": s["weights_total"], "weights pruned": s["weights_pruned"]})
+    rows = layer_rows({**columns, "MACs before": s.get("macs_before", {}), "MACs after": s.get("macs_after", {})})
     out = _note(
         f"mode {_esc(s.get('mode'))}; {_esc(s.get('accuracy_metric', 'accuracy'))} "
         f"{_fmt(s.get('accuracy_baseline'))} before, {_fmt(s.get('accuracy_after'))} after; "

@@ -57,7 +57,7 @@ def prune_table(s: dict) -> str:
     fewer = f"({100 * (1 - ma / mb):.1f}% fewer MACs)"
     lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}  {fewer}")
     if s.get("weights_total", {}).get("total"):
-        lines.append("(w): a Dense layer, counted in weights (its masks are element-wise); the total counts conv kernels")
+        lines.append("(w): a Dense layer, counted in weights (its mask is element-wise); the total counts conv kernels")
     for split in ("test", "val"):
         before, after = s[f"{split}_accuracy_baseline"], s[f"{split}_accuracy_after"]
         if before is not None:
