@@ -93,14 +93,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    # Conv layers the analyzer may prune (null = every Conv2D / QConv2D layer).
+    # Layers to prune (null = every Conv2D / QConv2D / SeparableConv2D layer). A Dense / QDense
+    # layer is pruned only when named here (e.g. [conv2, fc1]), weight by weight: its mask is
+    # element-wise over the kernel [in, out], with the same selection, schedule and budget.
     layers: list[str] | None = None
-    # Kernel magnitude: l1 = sum |w|, l2 = sqrt(sum w^2), max = max |w| over the kh x kw kernel.
+    # Kernel magnitude: l1 = sum |w|, l2 = sqrt(sum w^2), max = max |w| over the kh x kw kernel
+    # (a Dense weight's magnitude is |w| under every norm).
     norm: Literal["l1", "l2", "max"] = "l1"
     # Divide each layer's magnitudes by the layer's mean, so one threshold fits all layers.
     normalize: bool = False
     # How kernels are chosen: threshold (magnitude below `threshold`), fraction (of each
-    # layer), global_fraction (of all kernels together), spec (the mask spec file `spec`).
+    # layer), global_fraction (of all kernels together; with Dense layers among conv layers,
+    # each unit relative to its layer's mean magnitude), spec (the mask spec file `spec`).
     select: Literal["threshold", "fraction", "global_fraction", "spec"] = "fraction"
     threshold: float | None = rule(None, min=0.0)
     # Fraction of kernels pruned by select fraction / global_fraction (oneshot mode, analyze).

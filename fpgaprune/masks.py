@@ -1,7 +1,9 @@
 """Kernel masks: the one mechanism every stage uses to keep pruned 2-D kernels at exactly 0.0.
 
 A mask is data: for each conv layer, a boolean array `pruned[cin, cout]` (True = the 2-D
-kernel `W[:, :, cin, cout]` is pruned). It lives in three interchangeable forms:
+kernel `W[:, :, cin, cout]` is pruned). A Dense layer's mask is element-wise, `pruned[i, o]`
+over its kernel [in, out]: a Dense "2-D kernel" is one weight, so the same arrays, constraint
+and counts serve both. It lives in three interchangeable forms:
 
 - a mask spec (YAML a person edits): `conv2: [[29, 13], [4, 7]]`, see `spec.py`;
 - an npz of boolean arrays, one per layer (`save_masks` / `load_masks`);
@@ -36,8 +38,12 @@ PRUNABLE = {
     "Conv2D": ("kernel", "kernel_constraint"),
     "QConv2D": ("kernel", "kernel_constraint"),
     "SeparableConv2D": ("pointwise_kernel", "pointwise_constraint"),
+    "Dense": ("kernel", "kernel_constraint"),
+    "QDense": ("kernel", "kernel_constraint"),
 }
-CONV_TYPES = tuple(PRUNABLE)
+CONV_TYPES = ("Conv2D", "QConv2D", "SeparableConv2D")
+# Dense layers are pruned weight by weight, and only when prune.layers names them.
+DENSE_TYPES = ("Dense", "QDense")
 # Every (weight, constraint) pair a mask constraint may sit on.
 _MASKABLE = (("kernel", "kernel_constraint"), ("pointwise_kernel", "pointwise_constraint"),
              ("bias", "bias_constraint"))
@@ -68,9 +74,10 @@ class _ZeroMask(tf.keras.constraints.Constraint):
 class KernelMask(_ZeroMask):
     """Constraint that zeroes the pruned 2-D kernels `W[:, :, cin, cout]` after every update.
 
-    `pruned` lists (cin, cout) pairs; the config stores that list, not a dense array, so it
-    stays small inside a saved model. `clip` keeps QKeras' default weight clipping, which a
-    layer's `kernel_constraint` would otherwise replace.
+    `pruned` lists (cin, cout) pairs (for a Dense kernel [in, out], (input, output) weights);
+    the config stores that list, not a dense array, so it stays small inside a saved model.
+    `clip` keeps QKeras' default weight clipping, which a layer's `kernel_constraint` would
+    otherwise replace.
     """
 
     def __init__(self, kernel_shape, pruned, clip=None):
@@ -109,8 +116,23 @@ def conv_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
     return [layer for layer in all_layers(model) if type(layer).__name__ in CONV_TYPES]
 
 
+def dense_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Every Dense / QDense layer, in model order (masked only where prune.layers names them)."""
+    return [layer for layer in all_layers(model) if type(layer).__name__ in DENSE_TYPES]
+
+
+def prunable_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Every layer a mask may name (conv and dense), in model order."""
+    return [layer for layer in all_layers(model) if type(layer).__name__ in PRUNABLE]
+
+
+def is_dense(layer: tf.keras.layers.Layer) -> bool:
+    return type(layer).__name__ in DENSE_TYPES
+
+
 def conv_kernel(layer: tf.keras.layers.Layer) -> tf.Variable:
-    """The kernel [kh, kw, cin, cout] whose 2-D kernels a mask prunes (pointwise for SeparableConv2D)."""
+    """The kernel whose 2-D kernels a mask prunes: [kh, kw, cin, cout] (pointwise for
+    SeparableConv2D), or a Dense layer's [in, out] (each "2-D kernel" one weight)."""
     return getattr(layer, PRUNABLE[type(layer).__name__][0])
 
 
@@ -132,19 +154,21 @@ def all_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
 
 
 def check_masks(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> None:
-    """Raise BadInput unless every mask names a conv layer of `model` with the right shape."""
-    convs = {layer.name: layer for layer in conv_layers(model)}
+    """Raise BadInput unless every mask names a conv or dense layer of `model` with the right shape."""
+    convs = {layer.name: layer for layer in prunable_layers(model)}
     others = {layer.name: layer for layer in all_layers(model)}
     for name, pruned in masks.items():
         if name not in convs:
             if name in others:
                 kind = type(others[name]).__name__
-                raise BadInput(f"mask: layer {name!r} is a {kind}, not a Conv2D/QConv2D layer")
-            raise BadInput(f"mask: no layer named {name!r} (conv layers: {', '.join(convs) or 'none'})")
+                raise BadInput(f"mask: layer {name!r} is a {kind}, not a Conv2D or Dense layer")
+            raise BadInput(f"mask: no layer named {name!r} (conv and dense layers: {', '.join(convs) or 'none'})")
         shape = tuple(conv_kernel(convs[name]).shape[-2:])
         if tuple(np.shape(pruned)) != shape:
+            what = "inputs x" if is_dense(convs[name]) else "input x"
+            unit = "outputs" if is_dense(convs[name]) else "output channels"
             raise BadInput(
-                f"mask: layer {name!r} has {shape[0]} input x {shape[1]} output channels, "
+                f"mask: layer {name!r} has {shape[0]} {what} {shape[1]} {unit}, "
                 f"but its mask is {tuple(np.shape(pruned))}"
             )
 
@@ -157,7 +181,7 @@ def empty_masks(model: tf.keras.Model) -> dict[str, np.ndarray]:
 def masks_of(model: tf.keras.Model) -> dict[str, np.ndarray]:
     """The masks carried by a model's KernelMask constraints (layers without one: omitted)."""
     out = {}
-    for layer in conv_layers(model):
+    for layer in prunable_layers(model):
         c = getattr(layer, kernel_constraint_key(layer), None)
         if isinstance(c, KernelMask):
             pruned = np.zeros(c.kernel_shape[-2:], bool)
@@ -234,11 +258,11 @@ def masked_max_abs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = 
     """The largest |w| over all masked weights: 0.0 when the invariant holds."""
     masks = masks_of(model) if masks is None else masks
     worst = 0.0
-    layers = {layer.name: layer for layer in conv_layers(model)}
+    layers = {layer.name: layer for layer in prunable_layers(model)}
     for name, pruned in masks.items():
         kernel = np.asarray(conv_kernel(layers[name]).numpy())
         if pruned.any():
-            worst = max(worst, float(np.abs(kernel[:, :, pruned]).max()))
+            worst = max(worst, float(np.abs(kernel[..., pruned]).max()))
     return worst
 
 
@@ -301,12 +325,14 @@ __all__ = [
     "conv_kernel",
     "conv_layers",
     "count_pruned",
+    "dense_layers",
     "empty_masks",
     "enforce_masks",
     "load_masks",
     "masked_max_abs",
     "masked_optimizer",
     "masks_of",
+    "prunable_layers",
     "save_masks",
     "strip_masks",
 ]

@@ -2,6 +2,7 @@
 
     # W[:, :, cin, cout] of each layer listed here is fixed at 0.0
     conv2: [[29, 13], [4, 7]]
+    fc1: [[120, 3]]          # a Dense layer: the weights W[i, o], as [input, output] pairs
 
 `read_mask_spec` / `parse_mask_spec` check the structure; `spec_to_masks` checks it against a
 model (layer exists, is a conv layer, indices in range) and returns boolean masks.
@@ -16,14 +17,15 @@ import yaml
 
 from .errors import BadInput
 from .io import atomic_path
-from .masks import check_masks, conv_kernel, conv_layers
+from .masks import check_masks, conv_kernel, is_dense, prunable_layers
 from .yamlio import DuplicateKey, load_yaml
 
 MaskSpec = dict[str, list[tuple[int, int]]]
 
 HEADER = (
     "# fpgaprune mask spec: for each conv layer, the 2-D kernels W[:, :, cin, cout] to prune,\n"
-    "# as [cin, cout] pairs. Pruned kernels are fixed at exactly 0.0 from here on.\n"
+    "# as [cin, cout] pairs (a Dense layer: its weights W[i, o], as [input, output] pairs).\n"
+    "# Pruned kernels are fixed at exactly 0.0 from here on.\n"
     "# Edit freely: add or remove pairs, or a whole layer.\n"
 )
 
@@ -80,16 +82,18 @@ def read_mask_spec(path: str | Path) -> MaskSpec:
 
 def spec_to_masks(spec: MaskSpec, model, source: str = "mask spec") -> dict[str, np.ndarray]:
     """Boolean masks (True = pruned) for the layers the spec names, checked against `model`."""
-    shapes = {layer.name: tuple(conv_kernel(layer).shape[-2:]) for layer in conv_layers(model)}
+    layers = {layer.name: layer for layer in prunable_layers(model)}
+    shapes = {name: tuple(conv_kernel(layer).shape[-2:]) for name, layer in layers.items()}
     masks = {}
     for name, pairs in spec.items():
         if name in shapes:
             n_in, n_out = shapes[name]
+            axes = ("input", "output") if is_dense(layers[name]) else ("cin", "cout")
             for cin, cout in pairs:
                 if cin >= n_in or cout >= n_out:
                     raise BadInput(
                         f"{source}: {name}: [{cin}, {cout}] is out of range; the layer has "
-                        f"cin 0..{n_in - 1}, cout 0..{n_out - 1}"
+                        f"{axes[0]} 0..{n_in - 1}, {axes[1]} 0..{n_out - 1}"
                     )
             pruned = np.zeros((n_in, n_out), bool)
             for cin, cout in pairs:

@@ -99,10 +99,12 @@ def test_propose_selections(model_with_known_kernels):
 def test_check_layers(reference_model):
     assert check_layers(reference_model, None) == ["conv1", "conv2"]
     assert check_layers(reference_model, ["conv2"]) == ["conv2"]
-    with pytest.raises(BadInput, match=r"^prune.layers: 'fc1' is a Dense, not a Conv2D/QConv2D layer "
-                                       r"\(conv layers: conv1, conv2\)$"):
-        check_layers(reference_model, ["fc1"])
-    with pytest.raises(BadInput, match=r"^prune.layers: no conv layer named 'conv9' \(conv layers: conv1, conv2\)$"):
+    assert check_layers(reference_model, ["conv2", "fc1"]) == ["conv2", "fc1"]  # Dense only when named
+    with pytest.raises(BadInput, match=r"^prune.layers: 'pool1' is a MaxPooling2D, not a Conv2D or Dense layer "
+                                       r"\(conv layers: conv1, conv2; dense layers: fc1, fc2\)$"):
+        check_layers(reference_model, ["pool1"])
+    with pytest.raises(BadInput, match=r"^prune.layers: no conv or dense layer named 'conv9' "
+                                       r"\(conv layers: conv1, conv2; dense layers: fc1, fc2\)$"):
         check_layers(reference_model, ["conv9"])
 
 
@@ -186,8 +188,9 @@ def test_cli_analyze_writes_table_spec_and_masks(tmp_path, capsys):
         (["--global-fraction", "-0.5"], "prune.fraction: -0.5 is below the minimum 0.0"),
         (["--threshold", "-1"], "--threshold: prune.threshold: -1.0 is below the minimum 0.0"),
         (["--set", "prune.fraction=2"], "prune.fraction: 2.0 is above the maximum 1.0"),
-        (["--layers", "fc1"], "prune.layers: 'fc1' is a Dense, not a Conv2D/QConv2D layer"),
-        (["--layers", "conv2", "nope"], "prune.layers: no conv layer named 'nope' (conv layers: conv1, conv2)"),
+        (["--layers", "pool1"], "prune.layers: 'pool1' is a MaxPooling2D, not a Conv2D or Dense layer"),
+        (["--layers", "conv2", "nope"], "prune.layers: no conv or dense layer named 'nope' (conv layers: conv1, "
+                                        "conv2; dense layers: fc1, fc2)"),
         (["--set", "prune.select=threshold"], "prune.threshold: select is 'threshold' but no threshold is set"),
     ],
 )

@@ -68,7 +68,7 @@ def files(tmp_path_factory):
         "nesterov_adam": put("c9.yaml", "train: {optimizer: adam, nesterov: true}\n"),
         "duplicate_key": put("c10.yaml", "train: {epochs: 3}\nseed: 2\ntrain: {batch_size: 8}\n"),
         "spec_unknown_layer": put("s1.yaml", "conv9: [[0, 1]]\n"),
-        "spec_dense_layer": put("s2.yaml", "fc1: [[0, 1]]\n"),
+        "spec_pool_layer": put("s2.yaml", "pool1: [[0, 1]]\n"),
         "spec_out_of_range": put("s3.yaml", "conv2: [[32, 0]]\n"),
         "spec_duplicate": put("s4.yaml", "conv2: [[29, 13], [29, 13]]\n"),
         "spec_nesting": put("s5.yaml", "conv2: [[[29, 13]]]\n"),
@@ -119,7 +119,7 @@ def _cases():
         (train + ["--set", "train.batch_size=0"], "train.batch_size: 0 is below the minimum 1"),
         # mask specs
         (prune + [f("spec_unknown_layer")], "no layer named 'conv9'"),
-        (prune + [f("spec_dense_layer")], "'fc1' is a Dense, not a Conv2D/QConv2D layer"),
+        (prune + [f("spec_pool_layer")], "'pool1' is a MaxPooling2D, not a Conv2D or Dense layer"),
         (prune + [f("spec_out_of_range")], "conv2: [32, 0] is out of range"),
         (prune + [f("spec_duplicate")], "duplicate entry [29, 13]"),
         (prune + [f("spec_nesting")], "expected a pair [cin, cout] of integers"),

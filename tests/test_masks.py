@@ -179,7 +179,8 @@ def test_hand_written_spec_on_reference_model(tmp_path, reference_model):
     "masks, fragment",
     [
         ({"conv9": np.zeros((32, 32), bool)}, "no layer named 'conv9'"),
-        ({"fc1": np.zeros((800, 32), bool)}, "'fc1' is a Dense, not a Conv2D/QConv2D layer"),
+        ({"pool1": np.zeros((32, 32), bool)}, "'pool1' is a MaxPooling2D, not a Conv2D or Dense layer"),
+        ({"fc1": np.zeros((800, 31), bool)}, "has 800 inputs x 32 outputs, but its mask is (800, 31)"),
         ({"conv2": np.zeros((32, 31), bool)}, "has 32 input x 32 output channels, but its mask is (32, 31)"),
     ],
 )

@@ -253,7 +253,7 @@ def bad_files(tmp_path):
     d = tmp_path / "inputs"
     d.mkdir()
     save_masks({"conv2": np.zeros((32, 16), bool)}, d / "wrong_shape.npz")
-    (d / "fc.yaml").write_text("fc1: [[0, 0]]\n")
+    (d / "fc.yaml").write_text("fc1: [[800, 0]]\n")
     (d / "range.yaml").write_text("conv2: [[29, 32]]\n")
     (d / "unknown.yaml").write_text("conv3: [[0, 0]]\n")
     return d
@@ -264,12 +264,12 @@ def bad_files(tmp_path):
     "args, fragment",
     [
         (["--spec", "{d}/wrong_shape.npz"], "conv2' has 32 input x 32 output channels, but its mask is (32, 16)"),
-        (["--spec", "{d}/fc.yaml"], "'fc1' is a Dense, not a Conv2D/QConv2D layer"),
+        (["--spec", "{d}/fc.yaml"], "fc1: [800, 0] is out of range; the layer has input 0..799, output 0..31"),
         (["--spec", "{d}/range.yaml"], "conv2: [29, 32] is out of range"),
         (["--spec", "{d}/unknown.yaml"], "no layer named 'conv3'"),
         (["--fraction", "1.5"], "prune.fraction: 1.5 is above the maximum 1.0"),
         (["--threshold", "-0.1"], "prune.threshold: -0.1 is below the minimum 0.0"),
-        (["--layers", "fc2"], "prune.layers: 'fc2' is a Dense, not a Conv2D/QConv2D layer"),
+        (["--layers", "flatten"], "prune.layers: 'flatten' is a Flatten, not a Conv2D or Dense layer"),
         (["--set", "prune.max_accuracy_drop=2"], "prune.max_accuracy_drop: 2.0 is above the maximum 1.0"),
         (["--set", "prune.schedule=[0.5, 0.3]"], "prune.schedule: expected increasing fractions"),
         (["--set", "prune.select=threshold", "--set", "prune.threshold=0.1"], "gradual pruning raises a fraction"),

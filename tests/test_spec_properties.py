@@ -88,8 +88,8 @@ def test_unknown_layer_is_rejected(two_conv_model, name):
 
 
 def test_non_conv_layer_and_structure_errors(two_conv_model):
-    with pytest.raises(BadInput, match="'head' is a Dense, not a Conv2D/QConv2D layer"):
-        spec_to_masks(parse_mask_spec({"head": [[0, 0]]}), two_conv_model)
+    with pytest.raises(BadInput, match="'flat' is a Flatten, not a Conv2D or Dense layer"):
+        spec_to_masks(parse_mask_spec({"flat": [[0, 0]]}), two_conv_model)
     with pytest.raises(BadInput, match="empty"):
         parse_mask_spec(None)
     with pytest.raises(BadInput, match="expected a mapping"):

@@ -6,6 +6,10 @@ once per output position) serves the Keras model here and the exported design in
 
     cost = macs(model, masks)              # {"conv2": (before, after), ...}
     kernel_counts(model, masks)["total"]   # {"kernels": ..., "pruned": ..., "kept": ...}
+    weight_counts(model, masks)["fc1"]     # {"weights": ..., "pruned": ..., "kept": ...}
+
+Conv figures count 2-D kernels; a masked Dense layer is counted apart, in single weights, so
+"kernels pruned" keeps meaning conv kernels.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ..masks import all_layers, conv_kernel, conv_layers, count_pruned
+from ..masks import all_layers, conv_kernel, conv_layers, count_pruned, dense_layers
 
 # The weights a layer multiplies its input by (SeparableConv2D has the last two).
 KERNELS = ("kernel", "depthwise_kernel", "pointwise_kernel")
@@ -51,7 +55,8 @@ def layer_macs(layer: tf.keras.layers.Layer) -> int:
 def macs(model: tf.keras.Model, masks: dict[str, np.ndarray] | None = None) -> dict[str, tuple[int, int]]:
     """Multiplications per image of every weighted layer: (before, after masking).
 
-    A pruned 2-D kernel `W[:, :, cin, cout]` saves its kh * kw weights at every output pixel.
+    A pruned 2-D kernel `W[:, :, cin, cout]` saves its kh * kw weights at every output pixel;
+    a pruned Dense weight saves one multiplication.
     """
     masks = masks or {}
     out = {}
@@ -82,3 +87,23 @@ def kernel_counts(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[s
     }
     out["total"] = {key: sum(row[key] for row in out.values()) for key in ("kernels", "pruned", "kept")}
     return out
+
+
+def weight_counts(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
+    """Per masked Dense layer and in total: weights, pruned, kept (Dense masks are element-wise)."""
+    pruned = count_pruned(masks)
+    out = {}
+    for layer in dense_layers(model):
+        if layer.name in masks:
+            n = int(np.prod(layer.kernel.shape))
+            out[layer.name] = {"weights": n, "pruned": pruned[layer.name], "kept": n - pruned[layer.name]}
+    out["total"] = {key: sum(row[key] for row in out.values()) for key in ("weights", "pruned", "kept")}
+    return out
+
+
+def units_fraction(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> float:
+    """Fraction pruned of the masked layers' units (conv kernels and Dense weights together)."""
+    rows = [row for name, row in kernel_counts(model, masks).items() if name in masks and row["kernels"]]
+    dense = [row for name, row in weight_counts(model, masks).items() if name != "total"]
+    total = sum(r["kernels"] for r in rows) + sum(r["weights"] for r in dense)
+    return (sum(r["pruned"] for r in rows) + sum(r["pruned"] for r in dense)) / max(1, total)

@@ -6,6 +6,12 @@ magnitudes into boolean masks (threshold, fraction per layer, global fraction, o
 explicit mask spec); `sensitivity` and `sensitivity_sweep` measure the accuracy with kernels
 zeroed and no retraining. `analyze` adds the multiplications a mask saves (`counts.py`).
 
+A Dense layer named in prune.layers is ranked weight by weight (its "2-D kernels" are single
+weights, magnitude |w| under every norm). `global_fraction` over conv and Dense layers together
+compares each unit with its own layer's mean magnitude (as `normalize` does): a conv kernel's
+L1 sums kh * kw weights and a Dense weight is one, so raw magnitudes would prune the Dense
+layers first; relative to its layer, a unit is small when it is small among its peers.
+
     norms = kernel_norms(model, "l1")
     masks = propose(norms, "fraction", fraction=0.8, layers=["conv2"])
     print(sensitivity(model, masks, data))     # {'val_accuracy': ..., 'test_accuracy': ...}
@@ -22,9 +28,9 @@ from tqdm.auto import tqdm
 from ..config import PruneConfig
 from ..data import Dataset
 from ..errors import BadInput
-from ..masks import all_layers, check_masks, conv_kernel, conv_layers
+from ..masks import all_layers, check_masks, conv_kernel, conv_layers, dense_layers, is_dense, prunable_layers
 from ..training.fit import accuracy
-from .counts import kernel_counts, macs_summary
+from .counts import kernel_counts, macs_summary, weight_counts
 
 NORMS = ("l1", "l2", "max")
 SELECTIONS = ("threshold", "fraction", "global_fraction", "spec")
@@ -33,21 +39,27 @@ QUANTILES = ("min", "q25", "median", "q75", "max")  # of each layer's magnitudes
 
 
 def kernel_norms(
-    model: tf.keras.Model, norm: str = "l1", normalize: bool = False
+    model: tf.keras.Model, norm: str = "l1", normalize: bool = False, layers: list[str] | None = None
 ) -> dict[str, np.ndarray]:
     """Magnitude of every 2-D kernel, per conv layer, as an array [cin, cout].
 
     l1 = sum |w|, l2 = sqrt(sum w^2), max = max |w| over the kh x kw taps. With `normalize`
     each layer's magnitudes are divided by their mean, so layers of different scale compare.
     QConv2D layers are measured on their float kernel (the one training updates), a
-    SeparableConv2D on its pointwise kernel (its 1 x 1 kernels are single weights).
+    SeparableConv2D on its pointwise kernel (its 1 x 1 kernels are single weights). Dense
+    layers named in `layers` are measured too, [in, out], each weight by its |w|.
     """
     if norm not in NORMS:
         raise BadInput(f"norm {norm!r}: expected one of {', '.join(NORMS)}")
+    named = set(layers or ())
     out = {}
-    for layer in conv_layers(model):
+    for layer in prunable_layers(model):
+        if is_dense(layer) and layer.name not in named:
+            continue
         w = np.abs(np.asarray(conv_kernel(layer).numpy(), np.float64))
-        if norm == "l1":
+        if w.ndim == 2:  # a Dense kernel: every norm of one weight is |w|
+            mag = w
+        elif norm == "l1":
             mag = w.sum(axis=(0, 1))
         elif norm == "l2":
             mag = np.sqrt((w**2).sum(axis=(0, 1)))
@@ -75,20 +87,30 @@ def ranked_table(norms: dict[str, np.ndarray], masks: dict[str, np.ndarray] | No
 
 
 def check_layers(model: tf.keras.Model, layers: list[str] | None) -> list[str]:
-    """The conv layer names to prune (`None` = all); unknown or non-conv names are BadInput."""
+    """The layer names to prune (`None` = every conv layer; Dense layers only when named).
+
+    Unknown names, and layers that are neither conv nor Dense, are BadInput.
+    """
     names = [layer.name for layer in conv_layers(model)]
     if layers is None:
         return names
+    allowed = {layer.name for layer in prunable_layers(model)}
     others = {layer.name: type(layer).__name__ for layer in all_layers(model)}
-    convs = ", ".join(names) or "none"
+    dense = ", ".join(layer.name for layer in dense_layers(model)) or "none"
+    choices = f"conv layers: {', '.join(names) or 'none'}; dense layers: {dense}"
     for name in layers:
-        if name in names:
+        if name in allowed:
             continue
         if name in others:
-            raise BadInput(f"prune.layers: {name!r} is a {others[name]}, not a Conv2D/QConv2D layer "
-                           f"(conv layers: {convs})")
-        raise BadInput(f"prune.layers: no conv layer named {name!r} (conv layers: {convs})")
+            raise BadInput(f"prune.layers: {name!r} is a {others[name]}, not a Conv2D or Dense layer ({choices})")
+        raise BadInput(f"prune.layers: no conv or dense layer named {name!r} ({choices})")
     return list(layers)
+
+
+def dense_names(model: tf.keras.Model, layers: list[str]) -> list[str]:
+    """The names in `layers` that are Dense layers (ranked weight by weight)."""
+    dense = {layer.name for layer in dense_layers(model)}
+    return [name for name in layers if name in dense]
 
 
 def propose(
@@ -100,12 +122,15 @@ def propose(
     spec_masks: dict[str, np.ndarray] | None = None,
     layers: list[str] | None = None,
     already: dict[str, np.ndarray] | None = None,
+    dense: list[str] | tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """Boolean masks (True = prune) for the `layers` (default: all in `norms`).
 
     threshold: magnitude strictly below `threshold`; fraction: the ceil(fraction * n)
-    smallest kernels of each layer; global_fraction: the smallest of all layers together;
-    spec: exactly `spec_masks`. Kernels pruned `already` stay pruned.
+    smallest kernels of each layer; global_fraction: the smallest of all layers together
+    (each layer relative to its mean when the `dense` layers, ranked by single weights, are
+    mixed with conv layers; see the module docstring); spec: exactly `spec_masks`. Kernels
+    pruned `already` stay pruned.
     """
     layers = list(norms) if layers is None else list(layers)
     if select not in SELECTIONS:
@@ -121,7 +146,8 @@ def propose(
         for name in layers:
             masks[name] = _smallest(norms[name].ravel(), fraction).reshape(norms[name].shape)
     elif select == "global_fraction":
-        flat = np.concatenate([norms[name].ravel() for name in layers]) if layers else np.zeros(0)
+        scaled = _per_layer_scale(norms, layers) if _mixed(layers, dense) else norms
+        flat = np.concatenate([scaled[name].ravel() for name in layers]) if layers else np.zeros(0)
         chosen = _smallest(flat, fraction)
         start = 0
         for name in layers:
@@ -135,6 +161,21 @@ def propose(
     for name, prev in (already or {}).items():
         masks[name] = masks.get(name, np.zeros_like(prev)) | prev
     return masks
+
+
+def _mixed(layers: list[str], dense) -> bool:
+    """Whether `layers` mixes Dense layers (single weights) with conv layers (kernels)."""
+    n_dense = sum(name in set(dense) for name in layers)
+    return 0 < n_dense < len(layers)
+
+
+def _per_layer_scale(norms: dict[str, np.ndarray], layers: list[str]) -> dict[str, np.ndarray]:
+    """Each layer's magnitudes over their mean (a layer of zeros stays zeros)."""
+    out = {}
+    for name in layers:
+        mean = float(norms[name].mean()) if norms[name].size else 0.0
+        out[name] = norms[name] / mean if mean > 0 else norms[name]
+    return out
 
 
 def _smallest(values: np.ndarray, fraction: float) -> np.ndarray:
@@ -154,7 +195,7 @@ class _ZeroedCopy:
     def __init__(self, model: tf.keras.Model):
         self.model = tf.keras.models.clone_model(model)
         self.model.set_weights(model.get_weights())
-        self.layers = {layer.name: layer for layer in conv_layers(self.model)}
+        self.layers = {layer.name: layer for layer in prunable_layers(self.model)}
         self.original = {name: conv_kernel(layer).numpy() for name, layer in self.layers.items()}
 
     def zero(self, masks: dict[str, np.ndarray]) -> None:
@@ -220,7 +261,8 @@ def analyze(
 ) -> Analysis:
     """Magnitudes, ranked table and the config's proposal, with its sensitivity (no retraining)."""
     layers = check_layers(model, cfg.layers)
-    norms = kernel_norms(model, cfg.norm, cfg.normalize)
+    spec_dense = dense_names(model, list(spec_masks or ())) if cfg.select == "spec" else []
+    norms = kernel_norms(model, cfg.norm, cfg.normalize, layers=[*layers, *spec_dense])
     masks = propose(
         norms,
         cfg.select,
@@ -228,6 +270,7 @@ def analyze(
         fraction=cfg.fraction,
         spec_masks=spec_masks,
         layers=layers,
+        dense=dense_names(model, layers),
     )
     check_masks(model, masks)
     table = ranked_table(norms, masks)
@@ -240,6 +283,7 @@ def analyze(
         "fraction": cfg.fraction if cfg.select in ("fraction", "global_fraction") else None,
         "layers": layers,
         "kernels": kernel_counts(model, masks),
+        "weights": weight_counts(model, masks),
         **macs_summary(model, masks),
         "magnitude_quantiles": {
             name: dict(zip(QUANTILES, np.quantile(m, [0, 0.25, 0.5, 0.75, 1]).tolist(), strict=True))

@@ -84,11 +84,12 @@ def refuse_nested(model) -> None:
         )
 
 
-def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, floor: float | None) -> list[str]:
-    """Plain words for a prune that killed a layer or pruned nothing."""
+def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, floor: float | None,
+                     weights_pruned: dict[str, int] | None = None) -> list[str]:
+    """Plain words for a prune that killed a layer or pruned nothing (Dense weights count as pruned)."""
     out = [f"warning: {name}: all {n} kernels pruned; the layer passes on only its biases"
            for name, n in total.items() if name != "total" and n and pruned.get(name) == n]
-    if not pruned.get("total"):
+    if not pruned.get("total") and not (weights_pruned or {}).get("total"):
         why = (f": the first round already fell below the validation budget ({floor:.4f}); raise "
                "prune.max_accuracy_drop or lower prune.step" if mode == "gradual" and floor is not None else "")
         out.append(f"warning: no kernel was pruned{why}")
@@ -202,7 +203,8 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
     s = found.summary
     total = s["kernels"]["total"]
     s["warnings"] = pruning_warnings({k: v["kernels"] for k, v in s["kernels"].items()},
-                                     {k: v["pruned"] for k, v in s["kernels"].items()}, "oneshot", None)
+                                     {k: v["pruned"] for k, v in s["kernels"].items()}, "oneshot", None,
+                                     {k: v["pruned"] for k, v in s["weights"].items()})
     result = StageResult("analyze", s["accuracy_zeroed"]["val_accuracy"], s["accuracy_zeroed"]["test_accuracy"],
                          total["pruned"], total["kernels"], summary=s)
     extras = {
@@ -254,7 +256,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     summary["dataset"] = data.name
     summary["test_dataset"] = data.test_name if len(data.x_test) else None
     summary["warnings"] = pruning_warnings(summary["kernels_total"], summary["kernels_pruned"], summary["mode"],
-                                           summary.get("val_accuracy_floor"))
+                                           summary.get("val_accuracy_floor"), summary.get("weights_pruned"))
     result = StageResult("prune", summary["val_accuracy_after"], summary["test_accuracy_after"],
                          summary["kernels_pruned"]["total"], summary["kernels_total"]["total"], summary=summary)
     folder = run.save("pruned", model, result.with_summary(), force=options.force, extras=extras)

@@ -272,7 +272,7 @@ def check_quantized_zeros(model: tf.keras.Model, masks: dict[str, np.ndarray]) -
     worst = 0.0
     for name, pruned in masks.items():
         if pruned.any():
-            worst = max(worst, float(np.abs(kernels[name][:, :, pruned]).max()))
+            worst = max(worst, float(np.abs(kernels[name][..., pruned]).max()))  # conv [kh, kw, ...] or dense
     if worst != 0.0:
         raise WorkFailed(f"quantization left a masked weight at {worst:g} (expected exactly 0.0)")
     return worst

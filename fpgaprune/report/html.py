@@ -225,8 +225,10 @@ def pruning_section(run: RunData, figs: Figures) -> str:
         return _not_run("pruning", "fpgaprune prune")
     total, pruned = s.get("kernels_total", {}), s.get("kernels_pruned", {})
     kept = {n: t - pruned.get(n, 0) for n, t in total.items()}
-    rows = layer_rows({"kernels": total, "pruned": pruned, "kept": kept,
-                       "MACs before": s.get("macs_before", {}), "MACs after": s.get("macs_after", {})})
+    columns = {"kernels": total, "pruned": pruned, "kept": kept}
+    if len(s.get("weights_total", {})) > 1:  # masked Dense layers: counted in weights, apart from conv kernels
+        columns.update({"Dense weights": s["weights_total"], "weights pruned": s["weights_pruned"]})
+    rows = layer_rows({**columns, "MACs before": s.get("macs_before", {}), "MACs after": s.get("macs_after", {})})
     out = _note(
         f"mode {_esc(s.get('mode'))}; {_esc(s.get('accuracy_metric', 'accuracy'))} "
         f"{_fmt(s.get('accuracy_baseline'))} before, {_fmt(s.get('accuracy_after'))} after; "
@@ -234,8 +236,10 @@ def pruning_section(run: RunData, figs: Figures) -> str:
     ) + table(rows)
     history = s.get("history") or []
     if history:
-        rounds = [{**{k: v for k, v in r.items() if k != "kernels_pruned"},
-                   "kernels pruned": sum((r.get("kernels_pruned") or {}).values())} for r in history]
+        rounds = [{**{k: v for k, v in r.items() if k not in ("kernels_pruned", "weights_pruned")},
+                   "kernels pruned": sum((r.get("kernels_pruned") or {}).values()),
+                   **({"dense weights pruned": sum(r["weights_pruned"].values())} if "weights_pruned" in r else {})}
+                  for r in history]
         out += "<h3>Rounds</h3>" + table(rounds) + figs.add(
             "accuracy_vs_fraction.png", "accuracy against the fraction pruned",
             lambda f: plots.accuracy_vs_fraction(history, f, floor=s.get("val_accuracy_floor")))

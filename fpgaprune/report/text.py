@@ -20,6 +20,10 @@ def analysis_lines(result, top: int) -> str:
                 f"  {name:<10} {row['pruned']:>5} of {row['kernels']:>5} kernels pruned; "
                 f"MACs {s['macs_before'][name]:,} -> {s['macs_after'][name]:,}"
             )
+    for name, row in s.get("weights", {}).items():
+        if name != "total":
+            lines.append(f"  {name:<10} {row['pruned']:>5} of {row['weights']:>5} Dense weights pruned; "
+                         f"MACs {s['macs_before'][name]:,} -> {s['macs_after'][name]:,}")
     if "accuracy_zeroed" in s:
         for split in ("val_accuracy", "test_accuracy"):
             before, after = s["accuracy_unpruned"][split], s["accuracy_zeroed"][split]
@@ -42,13 +46,18 @@ def prune_table(s: dict) -> str:
             continue
         total = s["kernels_total"].get(name)
         pruned = s["kernels_pruned"].get(name)
+        label = name
+        if total is None and name in s.get("weights_total", {}):  # a masked Dense layer: weights, not kernels
+            total, pruned, label = s["weights_total"][name], s["weights_pruned"][name], f"{name} (w)"
         k = (f"{total:>8} {pruned:>7} {total - pruned:>6}") if total is not None else f"{'-':>8} {'-':>7} {'-':>6}"
-        lines.append(f"{name:<10} {k} {before:>12,} {s['macs_after'][name]:>12,}")
+        lines.append(f"{label:<10} {k} {before:>12,} {s['macs_after'][name]:>12,}")
     tk, tp = s["kernels_total"]["total"], s["kernels_pruned"]["total"]
     mb, ma = s["macs_before"]["total"], s["macs_after"]["total"]
     lines.append("-" * len(head))
     fewer = f"({100 * (1 - ma / mb):.1f}% fewer MACs)"
     lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}  {fewer}")
+    if s.get("weights_total", {}).get("total"):
+        lines.append("(w): a Dense layer, counted in weights (its mask is element-wise); the total counts conv kernels")
     for split in ("test", "val"):
         before, after = s[f"{split}_accuracy_baseline"], s[f"{split}_accuracy_after"]
         if before is not None:
@@ -62,10 +71,13 @@ def quantized_line(summary: dict) -> str:
     which = "test" if summary.get("test_accuracy") is not None else "val"
     before = summary["float"].get(f"{which}_accuracy")
     after = summary.get(f"{which}_accuracy")
-    masked = sum(summary["masked_kernels"].values())
+    convs = set(summary.get("conv_layers", summary["masked_kernels"]))
+    masked = sum(n for name, n in summary["masked_kernels"].items() if name in convs)
+    dense = sum(n for name, n in summary["masked_kernels"].items() if name not in convs)
+    masked_dense = f" and {dense} masked Dense weights" if dense else ""
     return (
         f"{which} accuracy {before:.4f} (float) -> {after:.4f} (quantized, {summary['finetune_epochs']} "
-        f"fine-tune epochs); {masked} masked kernels, max |quantized masked weight| "
+        f"fine-tune epochs); {masked} masked kernels{masked_dense}, max |quantized masked weight| "
         f"{summary['masked_max_abs_quantized']:g}"
     )
 

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from ..analysis.counts import kernel_counts, macs_summary
-from ..analysis.kernels import check_layers, kernel_norms, propose
+from ..analysis.counts import kernel_counts, macs_summary, units_fraction, weight_counts
+from ..analysis.kernels import check_layers, dense_names, kernel_norms, propose
 from ..checkpoint import RoundCheckpoint, remove_checkpoint
 from ..config import Config, PruneConfig, config_to_dict
 from ..data import Dataset
@@ -101,7 +101,7 @@ def prune_oneshot(
     all_masks = {**masks_of(pruned), **masks}
     history = [
         _round(0, 0.0, {}, baseline, None, True),
-        _round(1, _fraction(pruned, all_masks), all_masks, after, result, True),
+        _round(1, units_fraction(pruned, all_masks), all_masks, after, result, True, dense_names(pruned, all_masks)),
     ]
     summary = prune_summary(pruned, all_masks, baseline, after, cfg, "oneshot", history, time.perf_counter() - start)
     return pruned, summary
@@ -201,13 +201,14 @@ def _prune_round(state: _GradualState, i: int, fraction: float, data: Dataset, c
     """Round i: prune `fraction` of the current model's kernels, retrain, keep it if within budget."""
     p = cfg.prune
     reseed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
-    norms = kernel_norms(state.current, p.norm, p.normalize)
-    masks = propose(norms, p.select, fraction=fraction, layers=layers, already=state.current_masks)
+    norms = kernel_norms(state.current, p.norm, p.normalize, layers=layers)
+    masks = propose(norms, p.select, fraction=fraction, layers=layers, already=state.current_masks,
+                    dense=dense_names(state.current, layers))
     state.current, result = masked_retrain(state.current, masks, data, cfg, seed=cfg.seed + i, **fit_options)
     state.current_masks = masks
     scores = evaluate(state.current, data)
     within = scores["val_accuracy"] >= floor - 1e-9
-    state.history.append(_round(i, fraction, masks, scores, result, within))
+    state.history.append(_round(i, fraction, masks, scores, result, within, dense_names(state.current, layers)))
     if within:
         state.kept, state.kept_masks, state.kept_scores, state.misses = state.current, masks, scores, 0
     else:
@@ -223,27 +224,26 @@ def _save_round(saved: RoundCheckpoint, state: _GradualState, model: tf.keras.Mo
     saved.save(state.rounds_done, loop, models)
 
 
-def _fraction(model, masks) -> float:
-    counts = kernel_counts(model, masks)
-    pruned = [counts[name] for name in masks if counts[name]["kernels"]]
-    return sum(c["pruned"] for c in pruned) / max(1, sum(c["kernels"] for c in pruned))
-
-
-def _round(index, fraction, masks, scores, result: FitResult | None, within: bool) -> dict:
-    return {
+def _round(index, fraction, masks, scores, result: FitResult | None, within: bool, dense=()) -> dict:
+    """One history row; conv layers count kernels, the `dense` layers weights (apart, not summed)."""
+    row = {
         "round": index,
         "fraction": float(fraction),
-        "kernels_pruned": {name: int(np.count_nonzero(m)) for name, m in masks.items()},
+        "kernels_pruned": {name: int(np.count_nonzero(m)) for name, m in masks.items() if name not in dense},
         "val_accuracy": scores["val_accuracy"],
         "test_accuracy": scores["test_accuracy"],
         "epochs": result.epochs if result else 0,
         "seconds": float(sum(result.epoch_seconds)) if result else 0.0,
         "within_budget": within,
     }
+    if dense:
+        row["weights_pruned"] = {name: int(np.count_nonzero(masks[name])) for name in dense if name in masks}
+    return row
 
 
 def _round_line(row: dict, floor: float, last: bool) -> str:
-    pruned = ", ".join(f"{k} {v}" for k, v in row["kernels_pruned"].items())
+    pruned = ", ".join([*(f"{k} {v}" for k, v in row["kernels_pruned"].items()),
+                        *(f"{k} {v} weights" for k, v in row.get("weights_pruned", {}).items())])
     test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
     verdict = "within budget" if row["within_budget"] else f"over budget (val < {floor:.4f})"
     verdict += "; stop" if last and not row["within_budget"] else ""
@@ -261,14 +261,20 @@ def prune_summary(
     history: list[dict],
     seconds: float,
 ) -> dict:
-    """The pruned stage's summary.json: kernels, MACs, accuracy before/after, the invariant."""
+    """The pruned stage's summary.json: kernels, MACs, accuracy before/after, the invariant.
+
+    Conv layers count 2-D kernels (kernels_*); masked Dense layers count weights (weights_*).
+    """
     counts = kernel_counts(model, masks)
+    weights = weight_counts(model, masks)
     metric = "test_accuracy" if after["test_accuracy"] is not None else "val_accuracy"
     return {
         "stage": "pruned",
         "mode": mode,
         "kernels_total": {name: row["kernels"] for name, row in counts.items()},
         "kernels_pruned": {name: row["pruned"] for name, row in counts.items()},
+        "weights_total": {name: row["weights"] for name, row in weights.items()},
+        "weights_pruned": {name: row["pruned"] for name, row in weights.items()},
         **macs_summary(model, masks),
         "accuracy_metric": metric,
         "accuracy_baseline": baseline[metric],
