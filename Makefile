@@ -13,7 +13,7 @@ FP      := $(BIN)/fpgaprune
 T10K    := ../shared/data/mnist-t10k
 TEST_DATA ?= $(if $(wildcard $(T10K)/t10k-images-idx3-ubyte.gz),--test-data mnist-t10k:$(T10K),)
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
 
 .PHONY: install train analyze prune transfer transfer-demo hls synth report test test-fast lint bench notebooks clean

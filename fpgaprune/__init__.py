@@ -23,6 +23,7 @@ _register_custom_objects()
 _API = {
     # configs, runs, the flow
     "Config": "config", "load_config": "config", "parse_config": "config", "config_to_dict": "config",
+    "reference_config": "config",
     "Run": "run", "StageResult": "results",
     "run_flow": "flow", "Options": "flow", "STEPS": "flow", "FlowResult": "flow",
     "BadInput": "errors", "WorkFailed": "errors", "FpgapruneError": "errors",

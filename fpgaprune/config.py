@@ -343,6 +343,16 @@ class Config:
         return Path(self.runs_dir) / self.name
 
 
+# The reference config ships inside the package, so it is the same experiment wherever a
+# command runs; `fpgaprune init` writes a copy to edit.
+REFERENCE_CONFIG = Path(__file__).parent / "configs" / "mnist_cnn.yaml"
+
+
+def reference_config() -> Config:
+    """The packaged reference config (configs/mnist_cnn.yaml in the repository is the same file)."""
+    return load_config(REFERENCE_CONFIG)
+
+
 def parse_config(data: object) -> Config:
     """Validate already-parsed YAML data into a Config."""
     return from_dict(Config, data)
