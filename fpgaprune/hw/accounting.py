@@ -245,31 +245,37 @@ def as_dict(rows: list[LayerCount]) -> dict:
     }
 
 
+def _arrow(field: str):
+    return lambda r: f"{getattr(r, field + '_unpruned'):,} -> {getattr(r, field):,}"
+
+
+# (header, value of a row) for the table `make hls` prints; a new column is one line here.
+# The totals row has only the summed fields (None elsewhere: an empty cell).
+TABLE_COLUMNS = [
+    ("layer", lambda r: r.name),
+    ("type", lambda r: r.kind),
+    ("bits w/a", lambda r: f"{r.weight_bits}/{r.input_bits}" if r.weight_bits else None),
+    ("strategy", lambda r: r.strategy),
+    ("RF", lambda r: r.reuse_factor),
+    ("weights", lambda r: r.weights),
+    ("non-zero", lambda r: r.nonzero),
+    ("mults/image", _arrow("mults_per_image")),
+    ("multipliers", _arrow("multipliers")),
+    ("DSP", _arrow("dsp")),
+    ("LUT", _arrow("lut")),
+]
+
+
 def format_table(rows: list[LayerCount]) -> str:
     """The per-layer table, unpruned -> pruned, with totals and the model used."""
-    head = (f"{'layer':<8} {'type':<6} {'bits w/a':>8} {'strategy':>10} {'RF':>3} {'weights':>8} "
-            f"{'non-zero':>8} {'mults/image':>22} {'multipliers':>15} {'DSP':>11} {'LUT':>17}")
-    lines = [head, "-" * len(head)]
+    from types import SimpleNamespace
 
-    def arrow(a, b):
-        return f"{a:,} -> {b:,}"
+    from ..report.table import SEPARATOR, table
 
-    for r in [*rows, None]:
-        if r is None:
-            t = totals(rows)
-            lines.append("-" * len(head))
-            lines.append(
-                f"{'total':<8} {'':<6} {'':>8} {'':>10} {'':>3} {t['weights']:>8,} {t['nonzero']:>8,} "
-                f"{arrow(t['mults_per_image_unpruned'], t['mults_per_image']):>22} "
-                f"{arrow(t['multipliers_unpruned'], t['multipliers']):>15} {arrow(t['dsp_unpruned'], t['dsp']):>11} "
-                f"{arrow(t['lut_unpruned'], t['lut']):>17}"
-            )
-            continue
-        lines.append(
-            f"{r.name:<8} {r.kind:<6} {f'{r.weight_bits}/{r.input_bits}':>8} {r.strategy:>10} {r.reuse_factor:>3} "
-            f"{r.weights:>8,} {r.nonzero:>8,} {arrow(r.mults_per_image_unpruned, r.mults_per_image):>22} "
-            f"{arrow(r.multipliers_unpruned, r.multipliers):>15} {arrow(r.dsp_unpruned, r.dsp):>11} "
-            f"{arrow(r.lut_unpruned, r.lut):>17}"
-        )
-    lines.append("unpruned -> pruned; non-zero read from firmware/weights/*.h. " + LUT_MODEL + ".")
-    return "\n".join(lines)
+    total = SimpleNamespace(name="total", kind=None, weight_bits=None, strategy=None, reuse_factor=None,
+                            **totals(rows))
+    body = [[value(r) for _, value in TABLE_COLUMNS] for r in rows]
+    body += [SEPARATOR, [value(total) for _, value in TABLE_COLUMNS]]
+    colalign = ["left", "left", "right", "left", *["right"] * (len(TABLE_COLUMNS) - 4)]
+    text = table(body, [h for h, _ in TABLE_COLUMNS], colalign=colalign)
+    return text + "\nunpruned -> pruned; non-zero read from firmware/weights/*.h. " + LUT_MODEL + "."
