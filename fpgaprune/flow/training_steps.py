@@ -193,7 +193,7 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..analysis.kernels import analyze as analyze_kernels
     from ..masks import save_masks
     from ..report.text import analysis_lines
-    from ..spec import masks_to_spec, write_mask_spec
+    from ..spec import write_masks
 
     model, _ = run.load("baseline")
     data = run.load_data(options.test_data)
@@ -208,7 +208,7 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
     extras = {
         KERNELS_CSV: lambda p: write_table_csv(found.table, p),
         KERNELS_JSON: lambda p: p.write_text(json.dumps(found.table) + "\n"),
-        MASK_SPEC_FILE: lambda p: write_mask_spec(masks_to_spec(found.masks), p),
+        MASK_SPEC_FILE: lambda p: write_masks(found.masks, p),
         MASKS_FILE: lambda p: save_masks(found.masks, p),
     }
     folder = run.save("analysis", None, result.with_summary(), force=options.force, extras=extras)
@@ -227,7 +227,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..checkpoint import remove_checkpoint
     from ..masks import empty_masks, masks_of, save_masks
     from ..report.text import prune_table
-    from ..spec import masks_to_spec, write_mask_spec
+    from ..spec import write_masks
     from ..training.retrain import prune_gradual, prune_oneshot
 
     baseline_model, _ = run.load("baseline")
@@ -244,7 +244,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     masks = {**empty_masks(model), **masks_of(model)}
     table = ranked_table(analysis.norms, masks)
     extras = {
-        MASK_SPEC_FILE: lambda p: write_mask_spec(masks_to_spec(masks), p),
+        MASK_SPEC_FILE: lambda p: write_masks(masks, p),
         MASKS_FILE: lambda p: save_masks(masks, p),
         KERNELS_CSV: lambda p: write_table_csv(table, p),
     }
