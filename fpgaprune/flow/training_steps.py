@@ -335,7 +335,7 @@ def transfer_demo(run: Run, cfg: Config, options: Options) -> StageResult:
         raise BadInput("the transfer demo is not checkpointed, so it cannot resume; run it again")
     data = Run(replace(cfg, data=replace(cfg.data, dataset="mnist-5k"))).load_data(options.test_data)
     reseed(cfg.seed)
-    model, summary, pretrained = run_demo(cfg, data, verbose=options.verbose)
+    model, summary, pretrained = run_demo(cfg, data, verbose=options.verbose, say=options.say)
     d = summary["demo"]
     result = _transfer_result("transfer-demo", summary, d["transfer_accuracy"], d["accuracy_split"])
     extras = {PRETRAINED_FILE: lambda path: save_model(pretrained, path)}

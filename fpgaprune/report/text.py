@@ -93,10 +93,27 @@ def accuracy_before_text(summary: dict) -> str:
 
 def demo_line(summary: dict) -> str:
     d = summary["demo"]
-    return (
+    line = (
         f"digits 0-4 -> 5-9 from {d['images_per_class']} images per class ({d['eval_images']} "
         f"{d['accuracy_split']} images): transfer {d['transfer_accuracy']:.4f}, same network from "
         f"scratch {d['scratch_accuracy']:.4f} ({d['scratch_epochs']} epochs)"
+    )
+    return line + "\n" + demo_verdict(summary)
+
+
+def demo_verdict(summary: dict) -> str:
+    """What the comparison says, in either direction: a worse transfer is reported, not hidden."""
+    d = summary["demo"]
+    gap = 100 * (d["transfer_accuracy"] - d["scratch_accuracy"])
+    trained = ", ".join(summary.get("trainable_layers", [])) or "the top layers"
+    if gap >= 0:
+        return (f"transfer is {gap:.2f} points above scratch, training only {trained} on features "
+                "learned from digits 0-4")
+    return (
+        f"transfer is {-gap:.2f} points below scratch: with {d['images_per_class']} images per class the "
+        f"scratch network can fit every layer to digits 5-9, while the transfer trains only {trained} "
+        "on frozen features learned for digits 0-4; fewer images per class "
+        "(transfer.per_class) favour transfer, transfer.unfreeze lets the conv layers adapt"
     )
 
 
