@@ -54,3 +54,18 @@ def test_known_tensorflow_noise_is_dropped_and_other_warnings_kept(caplog):
         logger.warning("5 out of the last 5 calls to <function f> triggered tf.function retracing. Tracing is ...")
         logger.warning("something TensorFlow means")
     assert [r.getMessage() for r in caplog.records] == ["something TensorFlow means"]
+
+
+def test_prune_table_is_one_aligned_table():
+    from fpgaprune.report.text import prune_table
+
+    s = {"macs_before": {"conv2": 1327104, "fc1": 25600, "total": 1352704},
+         "macs_after": {"conv2": 25920, "fc1": 25600, "total": 51520},
+         "kernels_total": {"conv2": 1024, "total": 1024}, "kernels_pruned": {"conv2": 1004, "total": 1004},
+         "test_accuracy_baseline": 0.9747, "test_accuracy_after": 0.9723, "val_accuracy_baseline": None,
+         "val_accuracy_after": None, "masked_max_abs": 0.0}
+    lines = prune_table(s).splitlines()
+    rows = lines[:lines.index(next(line for line in lines if line.startswith("total"))) + 1]
+    assert len({len(line) for line in rows}) == 1  # every row, empty cells included, padded by tabulate
+    assert rows[2].split() == ["conv2", "1,024", "1,004", "20", "1,327,104", "25,920"]
+    assert "96.2% fewer" in prune_table(s)
