@@ -290,7 +290,7 @@ class ExportConfig:
     # Merged last into hls4ml's own config, written as hls4ml users write it: {Model: {...},
     # LayerName: {fc1: {ReuseFactor: 8, Precision: {result: ...}}, ...}}. Any hls4ml key passes
     # through (ParallelizationFactor, Trace, ...); layer names are checked against the model.
-    # A Precision set here overrides the bit-exact one the quantizers give (csim shows the cost).
+    # Not Precision: the bit-exact flow derives it from the quantizers (quantize.layers sets them).
     hls_config: dict[str, Any] = field(default_factory=dict)
     # The HLS top function and file names (firmware/<project_name>.cpp); a C identifier.
     project_name: str = "myproject"
@@ -332,6 +332,14 @@ class ExportConfig:
         for name, value in self.hls_config.get("LayerName", {}).items():
             if not isinstance(value, dict):
                 raise BadInput(f"{path}.hls_config.LayerName.{name}: expected a mapping of hls4ml keys, got {value!r}")
+        places = [("Model", self.hls_config.get("Model", {}))]
+        places += [(f"LayerName.{n}", v) for n, v in self.hls_config.get("LayerName", {}).items()]
+        for where, entry in places:
+            if "Precision" in entry:
+                raise BadInput(
+                    f"{path}.hls_config.{where}.Precision: hls4ml's bit-exact flow derives every precision from "
+                    "the QKeras quantizers and would replace it; set quantize.layers.NAME (bits, integer) instead"
+                )
 
 
 # The keys of hls4ml's config an export may set: Model and LayerName go into its HLSConfig, the

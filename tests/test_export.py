@@ -148,7 +148,8 @@ def test_hls_config_is_merged_as_hls4ml_users_write_it(tmp_path, pruned_qmodel):
         export_project(qmodel, config(tmp_path, hls_config={"LayerName": {"fc9": {}}}), "Vivado", images(2),
                        force=True)
     for bad, message in [({"IOType": "io_parallel"}, "set by export.io_type"),
-                         ({"Modle": {}}, "not an hls4ml config key"), ({"LayerType": {}}, "LayerName")]:
+                         ({"Modle": {}}, "not an hls4ml config key"), ({"LayerType": {}}, "LayerName"),
+                         ({"LayerName": {"fc1": {"Precision": {"result": "fixed<20,10>"}}}}, "quantize.layers")]:
         with pytest.raises(BadInput, match=message):
             config(tmp_path, hls_config=bad)
     with pytest.raises(BadInput, match="export.project_name: '1x' is not a C identifier"):
