@@ -263,9 +263,12 @@ class QuantizeConfig:
             )
 
 
-# Where zero weights save multipliers: Latency at reuse factor 1 (the HLS compiler drops
-# constant-zero products) and Resource_Unrolled (hls4ml drops all-zero multiplier slots).
-Strategy = Literal["Latency", "Resource", "Resource_Unrolled"]
+# Where zero weights pay: Latency at reuse factor 1 (the HLS compiler drops constant-zero
+# products), Resource_Unrolled (hls4ml drops all-zero multiplier slots) and
+# distributed_arithmetic (da4ml builds the constant product as an adder graph, zeros left
+# out; reuse factor 1, Conv/Dense only). auto: per layer, the cheapest of these hls4ml accepts
+# within max_reuse_factor, by the accounting's cost models.
+Strategy = Literal["Latency", "Resource", "Resource_Unrolled", "distributed_arithmetic", "auto"]
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,9 @@ class ExportConfig:
     hls_config: dict[str, Any] = field(default_factory=dict)
     # The HLS top function and file names (firmware/<project_name>.cpp); a C identifier.
     project_name: str = "myproject"
+    # Throughput target for auto: it may share a multiplier among up to this many products
+    # (reuse factor); 1 = full throughput, every layer a new result each clock.
+    max_reuse_factor: int = rule(1, min=1, max=65536)
     # Largest array the HLS compiler partitions completely (config_array_partition
     # -maximum_size); null = the largest Latency-strategy weight array, at least 4096.
     maximum_size: int | None = rule(None, min=1)
@@ -319,6 +325,9 @@ class ExportConfig:
         for name, value in self.layer_reuse.items():
             if value < 1:
                 raise BadInput(f"{path}.layer_reuse.{name}: reuse factor must be >= 1, got {value}")
+        if self.strategy == "distributed_arithmetic" and self.reuse_factor != 1:
+            raise BadInput(f"{path}.reuse_factor: distributed_arithmetic is built only at reuse factor 1, "
+                           f"got {self.reuse_factor}")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.project_name):
             raise BadInput(f"{path}.project_name: {self.project_name!r} is not a C identifier (letters, digits, _)")
         for key, value in self.hls_config.items():

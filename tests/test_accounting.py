@@ -7,14 +7,8 @@ import pytest
 import tensorflow as tf
 
 from fpgaprune.config import ModelConfig, QuantizeConfig, parse_config
-from fpgaprune.hw.accounting import (
-    as_dict,
-    count_project,
-    format_table,
-    multipliers,
-    read_weight_file,
-    warnings,
-)
+from fpgaprune.hw.accounting import as_dict, count_project, format_table, warnings
+from fpgaprune.hw.costs import multipliers, uses_dsp
 from fpgaprune.hw.export import export_project, read_manifest
 from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels
 from fpgaprune.masks import apply_masks
@@ -52,9 +46,13 @@ def test_counts_come_from_the_exported_files(exported):
     for name in ("conv1", "conv2", "fc1", "fc2"):
         assert rows[name].weights == kernels[name].size
         assert rows[name].nonzero == np.count_nonzero(kernels[name])
-    # the file's own zero count (hls4ml's `//Number of zeros`) agrees
+    # the header's own zero count (hls4ml's `//Number of zeros`) agrees with the .txt file read
+    import re
+
     layer = next(r for r in read_manifest(folder)["layers"] if r["name"] == "conv2")
-    assert read_weight_file(folder / layer["weight_file"]).nzeros == rows["conv2"].weights - rows["conv2"].nonzero
+    header = (folder / layer["weight_file"]).read_text()
+    zeros = int(re.search(r"//Number of zeros (\d+)", header).group(1))
+    assert zeros == rows["conv2"].weights - rows["conv2"].nonzero
 
 
 def test_files_not_keras_are_read(exported, tmp_path):
@@ -65,15 +63,13 @@ def test_files_not_keras_are_read(exported, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
     layer = next(r for r in read_manifest(copy)["layers"] if r["name"] == "fc2")
-    path = copy / layer["weight_file"]
-    text = path.read_text()
-    head, _, body = text.partition("= {")
-    values = body.split("}")[0].split(",")
+    path = (copy / layer["weight_file"]).with_suffix(".txt")
+    values = path.read_text().split(",")
     nonzero_before = sum(float(v) != 0 for v in values)
-    body = body.replace(values[0], " 0.0", 1) if float(values[0]) != 0 else body
-    path.write_text(head + "= {" + body)
-    after = {r.name: r for r in count_project(copy)}["fc2"].nonzero
-    assert after == nonzero_before - (float(values[0]) != 0)
+    first = next(i for i, v in enumerate(values) if float(v) != 0)
+    values[first] = " 0.0"
+    path.write_text(",".join(values))
+    assert {r.name: r for r in count_project(copy)}["fc2"].nonzero == nonzero_before - 1
 
 
 def test_pruned_fraction_cuts_conv_multiplications(exported):
@@ -100,7 +96,7 @@ def test_resource_strategy_wastes_zeros_and_says_so(exported):
     assert (zeros > 0) == any(m.startswith("warning: fc1:") for m in messages)
     assert not any("conv2" in m for m in messages)
     table = format_table(rows)
-    assert "conv2" in table and "unpruned -> pruned" in table and "DSP" in table
+    assert "conv2" in table and "unpruned" in table and "DSP" in table and "LUT-eq" in table
 
 
 def test_dsp_only_for_wide_weights(exported):
@@ -108,10 +104,8 @@ def test_dsp_only_for_wide_weights(exported):
     rows = {r.name: r for r in count_project(folder)}
     # 8-bit weights: hls4ml's VivadoDSPEstimator puts the products in LUTs
     assert all(r.dsp == 0 and r.lut > 0 for r in rows.values())
-    from fpgaprune.hw.accounting import dsp_estimate
-
-    wide = {"name": "x", "strategy": "latency", "reuse_factor": 1, "weight_bits": 12}
-    assert dsp_estimate(wide, 100, 37) == 37
+    assert uses_dsp("latency", 1, 12, 100) and not uses_dsp("latency", 1, 8, 100)
+    assert all(r.lut_equivalents == r.lut for r in rows.values())
 
 
 def test_multiplier_rules_per_strategy():

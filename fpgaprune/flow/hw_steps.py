@@ -100,6 +100,14 @@ def _exports_to_do(run: Run, cfg: Config, options: Options) -> list[str]:
     return todo
 
 
+def unreduced_shapes(run: Run, cfg: Config) -> dict[str, list[int]]:
+    """Kernel shapes before structural reduction, when the quantized model starts from the reduced one."""
+    if cfg.quantize.start_from != "reduced":
+        return {}
+    summary = run.summary("reduced") or {}
+    return {row["layer"]: row["before"] for row in summary.get("layers", []) if row.get("before")}
+
+
 def check_export(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     from ..hw.export import check_export_config
 
@@ -123,7 +131,8 @@ def export(run: Run, cfg: Config, options: Options) -> StageResult:
         x_tb = x[: cfg.export.testbench_images]
         for backend in todo:
             folder = export_project(qmodel, cfg, backend, x_tb, force=options.force,
-                                    source=str(run.stage_dir("quantized")))
+                                    source=str(run.stage_dir("quantized")), unreduced=unreduced_shapes(run, cfg),
+                                    say=options.say)
             options.say(f"exported {backend} project to {folder} ({len(x_tb)} test-bench images)")
     return StageResult("export", folder=run.projects_root, reused=not todo,
                        summary={"exported": todo, "projects": {b: str(f) for b, f in projects(run, cfg).items()}})
@@ -192,7 +201,7 @@ def accounting(run: Run, cfg: Config, options: Options) -> StageResult:
         if any(leaks.values()):
             raise WorkFailed(f"{folder}: masked kernels hold non-zero exported weights: {leaks}")
         rows = count_project(folder)
-        table = {**as_dict(rows), "masked_nonzero_in_export": leaks}
+        table = {**as_dict(rows, read_manifest(folder)["part"]), "masked_nonzero_in_export": leaks}
         write_json(folder / ACCOUNTING_FILE, table)
         csim_file = folder / CSIM_SUMMARY
         for line in accounting_lines(read_manifest(folder), rows, table,

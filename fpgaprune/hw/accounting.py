@@ -1,28 +1,16 @@
-"""Hardware accounting without vendor tools: per layer, what the exported design multiplies.
+"""Hardware accounting without vendor tools: per layer, what the exported design builds.
 
-Every figure for the pruned design is read back from the exported weight files
-(`firmware/weights/w*.h`), not from the Keras model, so it shows what the HLS compiler gets.
-"Unpruned" is the same layer with every weight non-zero (kh*kw*cin*cout multiplications).
-
-Model used (stated in the table):
-- multiplications per image: non-zero weights x output pixels, the formula the Keras-side
-  counts use too (`analysis.counts.mults_per_image`), so the two agree on the same model.
-- multipliers: Latency at reuse factor 1 builds one multiplier per non-zero weight (the HLS
-  compiler removes products with a constant 0, and hls4ml counts them: `//Number of zeros`);
-  Latency at RF > 1 and Resource build ceil(n/RF) multipliers whatever the zeros;
-  Resource_Unrolled builds ceil(n/RF) minus the slots whose RF weights are all zero (hls4ml's
-  own rule in `unrolled_codegen.py`).
-- DSP: hls4ml's `VivadoDSPEstimator` (dsp_aware_pruning): a multiplier uses a DSP only when
-  the weights have 9 bits or more; narrower products go to LUTs.
-- LUT: a LUT-mapped constant-coefficient multiplier costs about b_w * b_a / 2 LUTs (shift-add
-  of a b_w-bit constant and a b_a-bit input; a generic array multiplier is about twice that).
-  Adders, line buffers and control are not counted.
+Every figure of the exported design is read back from the project: the weights from the
+`.txt` files hls4ml writes beside its headers (`weights.exported_kernel`), the strategy and
+reuse factor each layer got, and for distributed-arithmetic layers the LUT cost hls4ml's da4ml
+pass recorded (`da_kernel_cost`). "Unpruned" is the same layer, at the same bits, with every
+weight non-zero and the shape it had before structural reduction, priced by the multiplier
+rule (pricing an unpruned layer with da4ml can take minutes and gigabytes). The cost models
+are `costs.RULE` and `costs.DA`; every table names the one each row uses.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,66 +18,21 @@ import numpy as np
 
 from ..analysis.counts import mults_per_image
 from ..errors import BadInput
+from .costs import DA, DA_STRATEGY, DSP_IN_LUTS, ZERO_SAVING, lut_equivalents, rule_cost, zeros_save
+from .devices import fit_summary, fit_warnings
 from .export import read_manifest
+from .weights import exported_kernel, read_weight_values
 
-LUT_MODEL = "LUT ~ b_w*b_a/2 per LUT-mapped multiplier; DSP per hls4ml VivadoDSPEstimator (weights >= 9 bits)"
-# LUT-equivalents: LUT + 55 x DSP, the convention HGQ and da4ml use to put designs that trade
-# DSPs for LUTs on one axis.
-DSP_IN_LUTS = 55
-ZERO_SAVING = "zeros save multipliers only with Latency at reuse factor 1 or Resource_Unrolled"
+__all__ = ["DSP_IN_LUTS", "lut_equivalents", "count_project", "check_masked_zeros", "as_dict", "format_table"]
+
+LUT_MODEL = ("LUT-equivalents = LUT + 55 x DSP; distributed-arithmetic layers: da4ml's LUT cost as hls4ml records "
+             "it; other layers: the multiplier rule (b_w*b_a/2 LUTs per LUT-mapped multiplier, DSP per hls4ml's "
+             "VivadoDSPEstimator for weights >= 9 bits; adders and buffers not counted)")
 
 # hls4ml's 2-D convolution classes (a 1x1 Conv2D is a PointwiseConv2D in io_stream); all store
 # their kernel like a Conv2D.
 CONV2D_CLASSES = ("Conv2D", "PointwiseConv2D", "DepthwiseConv2D")
 CONV_CLASSES = ("Conv1D", *CONV2D_CLASSES)
-_HEADER = re.compile(r"//Numpy array shape \[([\d, ]*)\].*?//Number of zeros (\d+)", re.S)
-_ARRAY = re.compile(r"=\s*\{([^}]*)\}")
-
-
-@dataclass
-class WeightFile:
-    """One `firmware/weights/*.h` file: its array shape, values and hls4ml's zero count."""
-
-    shape: tuple[int, ...]
-    values: np.ndarray
-    nzeros: int
-
-
-def read_weight_file(path: Path) -> WeightFile:
-    """Parse an hls4ml weight header (the initializer the synthesis build uses)."""
-    if not path.is_file():
-        raise BadInput(f"{path}: missing weight file; export the project again")
-    text = path.read_text()
-    head, body = _HEADER.search(text), _ARRAY.search(text)
-    if head is None or body is None:
-        raise BadInput(f"{path}: not an hls4ml weight header")
-    shape = tuple(int(s) for s in head.group(1).replace(" ", "").split(",") if s)
-    values = np.array([float(v) for v in body.group(1).replace("\n", " ").split(",") if v.strip()])
-    if values.size != int(np.prod(shape)):
-        raise BadInput(f"{path}: {values.size} values for shape {shape}")
-    return WeightFile(shape, values.reshape(shape), int(head.group(2)))
-
-
-def kernel_in_keras_layout(weights: WeightFile, layer: dict) -> np.ndarray:
-    """The exported weights back in Keras layout.
-
-    Resource strategies store them transposed ((F,H,W,C) for Conv2D, (out, in) for Dense); the
-    header's shape comment is written before that transpose, so the manifest's stored shape
-    and the strategy decide, not the comment.
-    """
-    kernel_shape = tuple(layer["kernel_shape"])
-    w = weights.values.reshape(layer.get("weight_file_shape") or kernel_shape)
-    if layer["strategy"] not in ("resource", "resource_unrolled"):
-        return w.reshape(kernel_shape)
-    if layer["class"] == "Dense":
-        return w.reshape(kernel_shape[::-1]).T
-    if layer["class"] in CONV2D_CLASSES:
-        h, wd, c, f = kernel_shape
-        return np.transpose(w.reshape(f, h, wd, c), (1, 2, 3, 0))  # (F,H,W,C) -> (H,W,C,F)
-    if layer["class"] == "Conv1D":
-        k, c, f = kernel_shape
-        return np.transpose(w.reshape(f, k, c), (1, 2, 0))
-    raise BadInput(f"{layer['name']}: cannot map its exported weights back to the kernel {kernel_shape}")
 
 
 @dataclass
@@ -100,10 +43,12 @@ class LayerCount:
     input_bits: int
     strategy: str
     reuse_factor: int
-    weights: int  # = unpruned multiplications per output pixel
+    shape_unpruned: list[int]  # the kernel before structural reduction
+    shape: list[int]  # the kernel exported
+    weights_unpruned: int
+    weights: int  # = multiplications per output pixel if every weight were non-zero
     nonzero: int  # non-zero weights in the exported file
     masked_weights: int
-    zeros_in_file_header: int
     mults_per_image_unpruned: int
     mults_per_image: int
     multipliers_unpruned: int
@@ -112,77 +57,56 @@ class LayerCount:
     dsp: int
     lut_unpruned: int
     lut: int
+    lut_equivalents_unpruned: int
+    lut_equivalents: int
+    cost_model: str  # of the exported layer's figures (the unpruned ones use the multiplier rule)
     zeros_save_multipliers: bool
 
 
-def multipliers(strategy: str, reuse: int, flat: np.ndarray) -> int:
-    """Multiplier instances for the weights `flat` (hls4ml's storage order) under the strategy."""
-    n = flat.size
-    if strategy == "latency":
-        return int(np.count_nonzero(flat)) if reuse == 1 else math.ceil(n / reuse)
-    slots = math.ceil(n / reuse)
-    if strategy == "resource_unrolled" and n % reuse == 0:
-        return slots - int(np.sum(~flat.reshape(slots, reuse).any(axis=1)))
-    return slots
-
-
-def dsp_estimate(layer: dict, n_weights: int, used_multipliers: int) -> int:
-    """DSPs per hls4ml's VivadoDSPEstimator: 0 below 9-bit weights, else one per multiplier."""
-    from hls4ml.model.types import FixedPrecisionType
-    from hls4ml.optimization.dsp_aware_pruning.attributes import (
-        LayerAttributes,
-        OptimizationAttributes,
-        hls4mlAttributes,
-    )
-    from hls4ml.optimization.dsp_aware_pruning.objectives.vivado_objectives import (
-        VivadoDSPEstimator,
-    )
-
-    strategy = "Latency" if layer["strategy"] == "latency" else "Resource"
-    precision = FixedPrecisionType(width=layer["weight_bits"], integer=1)
-    attrs = hls4mlAttributes(1, 1, "io_stream", strategy, precision, precision, layer["reuse_factor"])
-    info = LayerAttributes(
-        layer["name"], None, [], (n_weights,), (), (), True, OptimizationAttributes(), {"hls4ml_attributes": attrs}
-    )
-    if VivadoDSPEstimator.layer_resources(info)[0] == 0:
-        return 0
-    return used_multipliers
-
-
-def lut_estimate(layer: dict, used_multipliers: int, dsp: int) -> int:
-    if dsp:
-        return 0
-    return int(round(used_multipliers * layer["weight_bits"] * layer["input_bits"] / 2))
-
-
 def count_layer(project: Path, layer: dict) -> LayerCount:
-    weights = read_weight_file(project / layer["weight_file"])
-    kernel = kernel_in_keras_layout(weights, layer)
+    kernel = exported_kernel(project, layer)
+    flat = read_weight_values(project, layer)
     strategy, reuse = layer["strategy"], layer["reuse_factor"]
+    w_bits, in_bits = layer["weight_bits"], layer["input_bits"]
+    shape_unpruned = list(layer.get("unreduced_kernel_shape") or layer["kernel_shape"])
+    n_unpruned = int(np.prod(shape_unpruned))
     n, nonzero = kernel.size, int(np.count_nonzero(kernel))
-    used = multipliers(strategy, reuse, weights.values.reshape(-1))
-    dense = multipliers(strategy, reuse, np.ones(n))
-    dsp, dsp_dense = dsp_estimate(layer, n, used), dsp_estimate(layer, n, dense)
+    # the unpruned layer, priced as if exported the way the layer is (DA: as Latency at RF 1)
+    dense_strategy = "latency" if strategy == DA_STRATEGY else strategy
+    before = rule_cost(dense_strategy, reuse, np.ones(n_unpruned), w_bits, in_bits)
+    if strategy == DA_STRATEGY:
+        if layer.get("da_kernel_cost") is None:
+            raise BadInput(f"{project}: {layer['name']} is distributed arithmetic but hls4ml recorded no cost; "
+                           "export the project again")
+        after = {"multipliers": 0, "dsp": 0, "lut": int(round(layer["da_kernel_cost"])), "model": DA}
+    else:
+        after = rule_cost(strategy, reuse, flat, w_bits, in_bits)
+    pixels = layer["output_pixels"]
     return LayerCount(
         name=layer["name"],
         kind=layer["class"],
-        weight_bits=layer["weight_bits"],
-        input_bits=layer["input_bits"],
+        weight_bits=w_bits,
+        input_bits=in_bits,
         strategy=strategy,
         reuse_factor=reuse,
+        shape_unpruned=shape_unpruned,
+        shape=list(layer["kernel_shape"]),
+        weights_unpruned=n_unpruned,
         weights=n,
         nonzero=nonzero,
         masked_weights=layer.get("masked_weights", 0),
-        zeros_in_file_header=weights.nzeros,
-        mults_per_image_unpruned=mults_per_image(n, layer["output_pixels"]),
-        mults_per_image=mults_per_image(nonzero, layer["output_pixels"]),
-        multipliers_unpruned=dense,
-        multipliers=used,
-        dsp_unpruned=dsp_dense,
-        dsp=dsp,
-        lut_unpruned=lut_estimate(layer, dense, dsp_dense),
-        lut=lut_estimate(layer, used, dsp),
-        zeros_save_multipliers=(strategy == "latency" and reuse == 1) or strategy == "resource_unrolled",
+        mults_per_image_unpruned=mults_per_image(n_unpruned, pixels),
+        mults_per_image=mults_per_image(nonzero, pixels),
+        multipliers_unpruned=before["multipliers"],
+        multipliers=after["multipliers"],
+        dsp_unpruned=before["dsp"],
+        dsp=after["dsp"],
+        lut_unpruned=before["lut"],
+        lut=after["lut"],
+        lut_equivalents_unpruned=lut_equivalents(before["lut"], before["dsp"]),
+        lut_equivalents=lut_equivalents(after["lut"], after["dsp"]),
+        cost_model=after["model"],
+        zeros_save_multipliers=zeros_save(strategy, reuse),
     )
 
 
@@ -199,8 +123,8 @@ def check_masked_zeros(project: Path, masks: dict[str, np.ndarray]) -> dict[str,
     for name, pruned in masks.items():
         if name not in layers:
             raise BadInput(f"{project}: no exported layer {name!r} for its mask")
-        kernel = kernel_in_keras_layout(read_weight_file(project / layers[name]["weight_file"]), layers[name])
-        out[name] = int(np.count_nonzero(kernel[..., pruned]))
+        kernel = exported_kernel(project, layers[name])
+        out[name] = int(np.count_nonzero(kernel[..., pruned]))  # [cin, cout] per 2-D kernel, [in, out] for Dense
     return out
 
 
@@ -217,65 +141,57 @@ def warnings(rows: list[LayerCount]) -> list[str]:
     return out
 
 
+SUMMED = ("weights_unpruned", "weights", "nonzero", "masked_weights", "mults_per_image_unpruned", "mults_per_image",
+          "multipliers_unpruned", "multipliers", "dsp_unpruned", "dsp", "lut_unpruned", "lut",
+          "lut_equivalents_unpruned", "lut_equivalents")
+
+
 def totals(rows: list[LayerCount], kinds: tuple[str, ...] = (*CONV_CLASSES, "Dense")) -> dict:
     pick = [r for r in rows if r.kind in kinds]
-    keys = ("weights", "nonzero", "masked_weights", "mults_per_image_unpruned", "mults_per_image",
-            "multipliers_unpruned", "multipliers", "dsp_unpruned", "dsp", "lut_unpruned", "lut")
-    out = {k: int(sum(getattr(r, k) for r in pick)) for k in keys}
-    out["lut_equivalents_unpruned"] = lut_equivalents(out["lut_unpruned"], out["dsp_unpruned"])
-    out["lut_equivalents"] = lut_equivalents(out["lut"], out["dsp"])
-    return out
+    return {k: int(sum(getattr(r, k) for r in pick)) for k in SUMMED}
 
 
-def lut_equivalents(lut: int, dsp: int) -> int:
-    """One cost axis for designs that trade DSPs against LUTs."""
-    return int(lut + DSP_IN_LUTS * dsp)
-
-
-def as_dict(rows: list[LayerCount]) -> dict:
-    conv = totals(rows, CONV_CLASSES)
-    return {
+def as_dict(rows: list[LayerCount], part: str | None = None) -> dict:
+    conv, total = totals(rows, CONV_CLASSES), totals(rows)
+    out = {
         "model": LUT_MODEL,
         "layers": [asdict(r) for r in rows],
-        "total": totals(rows),
+        "total": total,
         "conv": conv,
         "conv_nonzero_mults_cut": 1 - conv["mults_per_image"] / conv["mults_per_image_unpruned"]
         if conv["mults_per_image_unpruned"] else None,
+        "lut_equivalents_ratio": total["lut_equivalents_unpruned"] / total["lut_equivalents"]
+        if total["lut_equivalents"] else None,
         "warnings": warnings(rows),
     }
-
-
-def _arrow(field: str):
-    return lambda r: f"{getattr(r, field + '_unpruned'):,} -> {getattr(r, field):,}"
-
-
-# (header, value of a row) for the table `make hls` prints; a new column is one line here.
-# The totals row has only the summed fields (None elsewhere: an empty cell).
-TABLE_COLUMNS = [
-    ("layer", lambda r: r.name),
-    ("type", lambda r: r.kind),
-    ("bits w/a", lambda r: f"{r.weight_bits}/{r.input_bits}" if r.weight_bits else None),
-    ("strategy", lambda r: r.strategy),
-    ("RF", lambda r: r.reuse_factor),
-    ("weights", lambda r: r.weights),
-    ("non-zero", lambda r: r.nonzero),
-    ("mults/image", _arrow("mults_per_image")),
-    ("multipliers", _arrow("multipliers")),
-    ("DSP", _arrow("dsp")),
-    ("LUT", _arrow("lut")),
-]
+    if part is not None:
+        needs = {"lut": total["lut"], "dsp": total["dsp"]}
+        out["device_fit"] = fit_summary(needs, part)
+        out["warnings"] += fit_warnings(needs, part)
+    return out
 
 
 def format_table(rows: list[LayerCount]) -> str:
-    """The per-layer table, unpruned -> pruned, with totals and the model used."""
-    from types import SimpleNamespace
+    """The per-layer table, unpruned -> exported, with totals and the cost model of each row."""
+    from tabulate import tabulate
 
-    from ..report.table import SEPARATOR, table
+    def arrow(a, b):
+        return f"{a:,} -> {b:,}"
 
-    total = SimpleNamespace(name="total", kind=None, weight_bits=None, strategy=None, reuse_factor=None,
-                            **totals(rows))
-    body = [[value(r) for _, value in TABLE_COLUMNS] for r in rows]
-    body += [SEPARATOR, [value(total) for _, value in TABLE_COLUMNS]]
-    colalign = ["left", "left", "right", "left", *["right"] * (len(TABLE_COLUMNS) - 4)]
-    text = table(body, [h for h, _ in TABLE_COLUMNS], colalign=colalign)
-    return text + "\nunpruned -> pruned; non-zero read from firmware/weights/*.h. " + LUT_MODEL + "."
+    def shape(a, b):
+        return "x".join(map(str, a)) + ("" if a == b else " -> " + "x".join(map(str, b)))
+
+    body = [[r.name, r.kind, shape(r.shape_unpruned, r.shape), f"{r.weight_bits}/{r.input_bits}",
+             f"{r.strategy} {r.reuse_factor}", f"{r.nonzero:,}", arrow(r.mults_per_image_unpruned, r.mults_per_image),
+             arrow(r.multipliers_unpruned, r.multipliers), arrow(r.dsp_unpruned, r.dsp),
+             arrow(r.lut_equivalents_unpruned, r.lut_equivalents), r.cost_model] for r in rows]
+    t = totals(rows)
+    body.append(["total", "", "", "", "", f"{t['nonzero']:,}",
+                 arrow(t["mults_per_image_unpruned"], t["mults_per_image"]),
+                 arrow(t["multipliers_unpruned"], t["multipliers"]), arrow(t["dsp_unpruned"], t["dsp"]),
+                 arrow(t["lut_equivalents_unpruned"], t["lut_equivalents"]), ""])
+    head = ["layer", "type", "kernel", "bits w/a", "strategy RF", "non-zero", "mults/image", "multipliers", "DSP",
+            "LUT-eq", "cost model"]
+    table = tabulate(body, head, tablefmt="simple", disable_numparse=True, stralign="right")
+    return (table + "\nunpruned (the baseline's shapes, every weight non-zero, multiplier rule) -> exported "
+            "(weights read back from the project). " + LUT_MODEL + ".")

@@ -28,7 +28,10 @@ from ..errors import BadInput, WorkFailed, run_step
 from ..io import atomic_dir, read_json, write_json
 from ..locks import scratch_dir
 from ..masks import masks_of, strip_masks
-from .quantize import check_convertible, hls4ml_version, logits_model
+from .costs import DA_STRATEGY
+from .quantize import check_convertible, hls4ml_version, logits_model, quantized_kernels
+from .strategies import AUTO, Choice, choose
+from .weights import DA_WEIGHTS
 
 MANIFEST = "fpgaprune.json"
 HLS_MODEL = "model.fml"
@@ -69,22 +72,33 @@ def board_part(ecfg: ExportConfig) -> str:
     return supported_boards()[ecfg.board]["part"] if ecfg.board else ecfg.part
 
 
-def hls_config(model: tf.keras.Model, ecfg: ExportConfig, backend: str) -> dict:
-    """hls4ml's per-layer config with the strategy and reuse factor of the export section."""
-    import hls4ml
+def weight_layer_names(model: tf.keras.Model) -> list[str]:
+    return [layer.name for layer in model.layers if _kernel(layer) is not None]
 
-    weight_layers = [layer.name for layer in model.layers if _kernel(layer) is not None]
+
+def check_layer_tables(model: tf.keras.Model, ecfg: ExportConfig) -> None:
+    weight_layers = weight_layer_names(model)
     for key, table in (("layer_reuse", ecfg.layer_reuse), ("layer_strategy", ecfg.layer_strategy)):
         for name in table:
             if name not in weight_layers:
                 raise BadInput(f"export.{key}.{name}: no Conv2D/Dense layer of that name ({', '.join(weight_layers)})")
+
+
+def hls_config(model: tf.keras.Model, ecfg: ExportConfig, backend: str, choices: dict[str, Choice]) -> dict:
+    """hls4ml's per-layer config with each weight layer's strategy and reuse factor.
+
+    The model-wide strategy stays Latency under distributed arithmetic or auto: hls4ml applies
+    a model-wide strategy to the input layer too, and distributed arithmetic there fails.
+    """
+    import hls4ml
+
     config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=backend)
-    config["Model"]["Strategy"] = ecfg.strategy
-    config["Model"]["ReuseFactor"] = ecfg.reuse_factor
-    for name in weight_layers:
+    config["Model"]["Strategy"] = ecfg.strategy if ecfg.strategy not in (DA_STRATEGY, AUTO) else "Latency"
+    config["Model"]["ReuseFactor"] = ecfg.reuse_factor if ecfg.strategy != DA_STRATEGY else 1
+    for name, choice in choices.items():
         layer_cfg = config["LayerName"].setdefault(name, {})
-        layer_cfg["Strategy"] = ecfg.layer_strategy.get(name, ecfg.strategy)
-        layer_cfg["ReuseFactor"] = ecfg.layer_reuse.get(name, ecfg.reuse_factor)
+        layer_cfg["Strategy"] = choice.strategy
+        layer_cfg["ReuseFactor"] = choice.reuse_factor
     known = list(config["LayerName"])
     for name in ecfg.hls_config.get("LayerName", {}):
         if name not in known:
@@ -103,22 +117,45 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir: Path,
-            x_tb: Path | None = None, y_tb: Path | None = None):
-    """hls4ml conversion of a QKeras model (bit-exact precisions from its quantizers)."""
+            x_tb: Path | None = None, y_tb: Path | None = None, say=None):
+    """hls4ml conversion of a QKeras model (bit-exact precisions from its quantizers).
+
+    Returns (hls_model, choices): the strategy and reuse factor each weight layer got.
+    """
+    check_convertible(model)
+    check_layer_tables(model, ecfg)
+    add_bit_exact_rules()
+    names = weight_layer_names(model)
+
+    def convert_with(choices, out=output_dir, x=None, y=None):
+        return _convert(model, ecfg, backend, out, hls_config(model, ecfg, backend, choices), x, y)
+
+    with scratch_dir("probe") as probe:
+        choices = choose(model, ecfg, backend, lambda c: convert_with(c, Path(probe)), names)
+    for choice in choices.values():
+        if choice.note and say is not None:
+            say(choice.note)
+    hls_model = convert_with(choices, output_dir, x_tb, y_tb)
+    hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
+    # ClockUncertainty, WriterConfig, AcceleratorConfig: project settings, read when writing.
+    top = {k: v for k, v in ecfg.hls_config.items() if k not in ("Model", "LayerName")}
+    hls_model.config.config.update(deep_merge(hls_model.config.config, top))
+    return hls_model, choices
+
+
+def _convert(model, ecfg: ExportConfig, backend: str, output_dir: Path, config: dict, x_tb, y_tb):
     import hls4ml
 
-    check_convertible(model)
-    add_bit_exact_rules()
     kwargs = {"part": ecfg.part, "clock_period": ecfg.clock_period, "io_type": ecfg.io_type}
     if backend == "VivadoAccelerator":
         kwargs.update(board=ecfg.board, part=board_part(ecfg))
     try:
-        hls_model = hls4ml.converters.convert_from_keras_model(
+        return hls4ml.converters.convert_from_keras_model(
             model,
             output_dir=str(output_dir),
             project_name=ecfg.project_name,
             backend=backend,
-            hls_config=hls_config(model, ecfg, backend),
+            hls_config=config,
             bit_exact=True,
             input_data_tb=str(x_tb) if x_tb else None,
             output_data_tb=str(y_tb) if y_tb else None,
@@ -134,11 +171,6 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
                 f"for a bit-exact design; {run_step('quantize')}"
             ) from None
         raise WorkFailed(f"hls4ml could not convert the model for {backend}: {message}") from None
-    hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
-    # ClockUncertainty, WriterConfig, AcceleratorConfig: project settings, read when writing.
-    top = {k: v for k, v in ecfg.hls_config.items() if k not in ("Model", "LayerName")}
-    hls_model.config.config.update(deep_merge(hls_model.config.config, top))
-    return hls_model
 
 
 def add_bit_exact_rules() -> None:
@@ -188,30 +220,37 @@ def _maximum_size(hls_model) -> int:
     return max([DEFAULT_MAXIMUM_SIZE, *sizes])
 
 
-def layer_manifest(hls_model, qmodel: tf.keras.Model, masks: dict[str, np.ndarray]) -> list[dict]:
-    """Per weight layer: what the accounting needs to read the exported weight files back."""
+def layer_manifest(hls_model, qmodel: tf.keras.Model, masks: dict[str, np.ndarray], choices: dict[str, Choice],
+                   unreduced: dict[str, list[int]] | None = None) -> list[dict]:
+    """Per weight layer: what the accounting needs to read the exported weights back and price them."""
     keras_layers = {layer.name: layer for layer in qmodel.layers}
     rows = []
     for layer in hls_model.get_layers():
-        if layer.class_name not in WEIGHT_CLASSES or "weight" not in layer.weights:
+        if layer.class_name not in WEIGHT_CLASSES or layer.name not in choices:
             continue
-        weight = layer.weights["weight"]
+        weight = layer.weights.get("weight")
         bias = layer.weights.get("bias")
         out_shape = list(layer.get_output_variable().shape)
         kernel = _kernel(keras_layers[layer.name]) if layer.name in keras_layers else None
+        kernel_shape = [int(s) for s in (kernel.shape if kernel is not None else weight.shape)]
         in_precision = layer.get_input_variable().type.precision
+        choice = choices[layer.name]
         rows.append(
             {
                 "name": layer.name,
                 "class": layer.class_name,
-                "kernel_shape": [int(s) for s in (kernel.shape if kernel is not None else weight.shape)],
-                "weight_file": f"firmware/weights/{weight.name}.h",
-                "weight_file_shape": [int(s) for s in weight.data.shape],
+                "kernel_shape": kernel_shape,
+                "unreduced_kernel_shape": (unreduced or {}).get(layer.name, kernel_shape),
+                # None: distributed arithmetic bakes a Dense layer's weights into its code (DA_WEIGHTS holds them)
+                "weight_file": f"firmware/weights/{weight.name}.h" if weight is not None else None,
+                "weight_file_shape": [int(s) for s in weight.data.shape] if weight is not None else kernel_shape,
                 "bias_file": f"firmware/weights/{bias.name}.h" if bias is not None else None,
                 "strategy": layer.get_attr("strategy", "latency"),
                 "reuse_factor": int(layer.get_attr("reuse_factor", 1)),
-                "weight_precision": str(weight.type.precision),
-                "weight_bits": int(weight.type.precision.width),
+                "da_kernel_cost": layer.get_attr("da_kernel_cost"),
+                "strategy_candidates": choice.candidates,
+                "weight_precision": str(_weight_precision(layer, qmodel)),
+                "weight_bits": int(_weight_precision(layer, qmodel).width),
                 "input_precision": str(in_precision),
                 "input_bits": int(getattr(in_precision, "width", 0)),
                 "output_precision": str(layer.get_output_variable().type.precision),
@@ -221,6 +260,28 @@ def layer_manifest(hls_model, qmodel: tf.keras.Model, masks: dict[str, np.ndarra
             }
         )
     return rows
+
+
+def _weight_precision(layer, qmodel):
+    """The weights' fixed-point type: hls4ml's, or for a DA Dense (weights dropped) the QKeras quantizer's."""
+    from hls4ml.model.types import FixedPrecisionType
+
+    weight = layer.weights.get("weight")
+    if weight is not None:
+        return weight.type.precision
+    q = getattr(qmodel.get_layer(layer.name), "kernel_quantizer_internal", None)
+    if q is None:
+        raise WorkFailed(f"export: {layer.name} has no weight quantizer to read its precision from")
+    return FixedPrecisionType(width=int(q.bits), integer=int(q.integer) + 1, signed=True)
+
+
+def da_embedded_weights(manifest_layers: list[dict], qmodel: tf.keras.Model) -> dict[str, np.ndarray]:
+    """The kernels hls4ml baked into distributed-arithmetic code, as handed to it (quantized)."""
+    missing = [row["name"] for row in manifest_layers if row["weight_file"] is None]
+    if not missing:
+        return {}
+    kernels = quantized_kernels(qmodel)
+    return {name: kernels[name] for name in missing}
 
 
 def _kernel(layer):
@@ -242,6 +303,8 @@ def export_project(
     *,
     force: bool = False,
     source: str = "",
+    unreduced: dict[str, list[int]] | None = None,
+    say=None,
 ) -> Path:
     """Write the HLS project for `backend` atomically; return its folder."""
     from hls4ml.utils.serialization import serialize_model
@@ -256,7 +319,7 @@ def export_project(
         x_file, y_file = Path(scratch) / "x_tb.npy", Path(scratch) / "y_tb.npy"
         np.save(x_file, np.asarray(x_tb, np.float32))
         np.save(y_file, np.asarray(y_tb, np.float32))
-        hls_model = convert(model, ecfg, backend, tmp, x_file, y_file)
+        hls_model, choices = convert(model, ecfg, backend, tmp, x_file, y_file, say=say)
         write_project(hls_model)
         hls_model.config.config["InputData"] = None  # the .dat files are in tb_data/ already
         hls_model.config.config["OutputPredictions"] = None
@@ -275,8 +338,11 @@ def export_project(
             "hls4ml_version": hls4ml_version(),
             "testbench_images": int(len(x_tb)),
             "output_precision": str(hls_model.get_output_variables()[0].type.precision),
-            "layers": layer_manifest(hls_model, qmodel, masks),
+            "layers": layer_manifest(hls_model, qmodel, masks, choices, unreduced),
         }
+        embedded = da_embedded_weights(manifest["layers"], qmodel)
+        if embedded:
+            np.savez(tmp / DA_WEIGHTS, **embedded)
         write_json(tmp / MANIFEST, manifest)
     return final
 

@@ -280,7 +280,7 @@ CSIM_COLUMNS = [
 HARDWARE_COLUMNS = [
     "name", "kind", "weight_bits", "input_bits", "strategy", "reuse_factor", "weights", "nonzero",
     "mults_per_image_unpruned", "mults_per_image", "multipliers_unpruned", "multipliers",
-    "dsp_unpruned", "dsp", "lut_unpruned", "lut",
+    "dsp_unpruned", "dsp", "lut_unpruned", "lut", "lut_equivalents_unpruned", "lut_equivalents", "cost_model",
 ]
 
 

@@ -119,10 +119,10 @@ def demo_verdict(summary: dict) -> str:
 
 def accounting_lines(manifest: dict, rows, accounting: dict, csim: dict | None) -> list[str]:
     """`make hls`'s closing block for one project: the table, warnings, savings, C-sim agreement."""
-    from ..hw.accounting import format_table, warnings
+    from ..hw.accounting import format_table
 
     lines = [f"\n{manifest['backend']} ({manifest['part']}, {manifest['clock_period']} ns, {manifest['io_type']}):",
-             format_table(rows), *warnings(rows)]
+             format_table(rows), *accounting["warnings"]]
     for row in rows:
         if row.masked_weights:
             lines.append(
@@ -132,6 +132,14 @@ def accounting_lines(manifest: dict, rows, accounting: dict, csim: dict | None) 
     cut = accounting["conv_nonzero_mults_cut"]
     if cut is not None:
         lines.append(f"non-zero conv multiplications per image, all conv layers: cut by {cut:.1%}")
+    total = accounting["total"]
+    if accounting.get("lut_equivalents_ratio"):
+        lines.append(f"LUT-equivalents: {total['lut_equivalents_unpruned']:,} unpruned -> {total['lut_equivalents']:,} "
+                     f"exported ({accounting['lut_equivalents_ratio']:.1f}x fewer)")
+    fit = accounting.get("device_fit")
+    if fit:
+        lines.append(f"{fit['device']}: ~{fit['lut']['share']:.0%} of its {fit['lut']['capacity']:,} LUTs, "
+                     f"{fit['dsp']['share']:.0%} of its {fit['dsp']['capacity']:,} DSPs (FF and BRAM not estimated)")
     if csim is not None:
         exact = "bit-exact" if csim["bit_exact"] else f"max diff {csim['max_diff_lsb']:g} LSB"
         lines.append(f"C-sim agreement: {csim['argmax_agreement']:.2%} argmax, {exact} "
