@@ -13,14 +13,20 @@ FP      := $(BIN)/fpgaprune
 T10K    := ../shared/data/mnist-t10k
 TEST_DATA ?= $(if $(wildcard $(T10K)/t10k-images-idx3-ubyte.gz),--test-data mnist-t10k:$(T10K),)
 
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
 
 .PHONY: install train analyze prune transfer transfer-demo hls synth report test test-fast lint bench notebooks clean
 
 install: $(VENV)/.installed
 
+# TF 2.14 needs Python 3.11; most current distributions ship 3.12 or 3.13, so say what to do.
+NEED_PY := needs Python 3.11 (pyenv install 3.11, uv python install 3.11, or your distribution's python3.11 \
+	package); then make PYTHON=/path/to/python3.11
+
 $(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+		|| { echo "make: $(PYTHON) is not Python 3.11 or not found; fpgaprune $(NEED_PY)" >&2; exit 2; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -23,6 +23,7 @@ _register_custom_objects()
 _API = {
     # configs, runs, the flow
     "Config": "config", "load_config": "config", "parse_config": "config", "config_to_dict": "config",
+    "reference_config": "config",
     "Run": "run", "StageResult": "results",
     "run_flow": "flow", "Options": "flow", "STEPS": "flow", "FlowResult": "flow",
     "BadInput": "errors", "WorkFailed": "errors", "FpgapruneError": "errors",
@@ -34,7 +35,7 @@ _API = {
     "KernelMask": "masks", "apply_masks": "masks", "masks_of": "masks", "masked_max_abs": "masks",
     "masked_optimizer": "masks", "save_masks": "masks", "load_masks": "masks", "strip_masks": "masks",
     "parse_mask_spec": "spec", "read_mask_spec": "spec", "write_mask_spec": "spec", "spec_to_masks": "spec",
-    "masks_to_spec": "spec",
+    "masks_to_spec": "spec", "shorter_spec": "spec", "write_masks": "spec", "Keep": "spec",
     # analysis
     "kernel_norms": "analysis.kernels", "ranked_table": "analysis.kernels", "propose": "analysis.kernels",
     "sensitivity": "analysis.kernels", "analyze": "analysis.kernels",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -295,6 +295,13 @@ class ExportConfig:
     # Per-layer overrides, e.g. {fc1: 8} and {fc1: Resource}.
     layer_reuse: dict[str, int] = field(default_factory=dict)
     layer_strategy: dict[str, Strategy] = field(default_factory=dict)
+    # Merged last into hls4ml's own config, written as hls4ml users write it: {Model: {...},
+    # LayerName: {fc1: {ReuseFactor: 8, Precision: {result: ...}}, ...}}. Any hls4ml key passes
+    # through (ParallelizationFactor, Trace, ...); layer names are checked against the model.
+    # Not Precision: the bit-exact flow derives it from the quantizers (quantize.layers sets them).
+    hls_config: dict[str, Any] = field(default_factory=dict)
+    # The HLS top function and file names (firmware/<project_name>.cpp); a C identifier.
+    project_name: str = "myproject"
     # Throughput target for auto: it may share a multiplier among up to this many products
     # (reuse factor); 1 = full throughput, every layer a new result each clock.
     max_reuse_factor: int = rule(1, min=1, max=65536)
@@ -326,6 +333,38 @@ class ExportConfig:
         if self.strategy == "distributed_arithmetic" and self.reuse_factor != 1:
             raise BadInput(f"{path}.reuse_factor: distributed_arithmetic is built only at reuse factor 1, "
                            f"got {self.reuse_factor}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.project_name):
+            raise BadInput(f"{path}.project_name: {self.project_name!r} is not a C identifier (letters, digits, _)")
+        for key, value in self.hls_config.items():
+            if key in HLS_CONFIG_OWNED:
+                raise BadInput(f"{path}.hls_config.{key}: set by {HLS_CONFIG_OWNED[key]}")
+            if key not in HLS_CONFIG_KEYS:
+                raise BadInput(f"{path}.hls_config.{key}: not an hls4ml config key fpgaprune passes on; "
+                               f"valid keys here: {', '.join(HLS_CONFIG_KEYS)}")
+            if key != "ClockUncertainty" and not isinstance(value, dict):
+                raise BadInput(f"{path}.hls_config.{key}: expected a mapping, got {value!r}")
+        for name, value in self.hls_config.get("LayerName", {}).items():
+            if not isinstance(value, dict):
+                raise BadInput(f"{path}.hls_config.LayerName.{name}: expected a mapping of hls4ml keys, got {value!r}")
+        places = [("Model", self.hls_config.get("Model", {}))]
+        places += [(f"LayerName.{n}", v) for n, v in self.hls_config.get("LayerName", {}).items()]
+        for where, entry in places:
+            if "Precision" in entry:
+                raise BadInput(
+                    f"{path}.hls_config.{where}.Precision: hls4ml's bit-exact flow derives every precision from "
+                    "the QKeras quantizers and would replace it; set quantize.layers.NAME (bits, integer) instead"
+                )
+
+
+# The keys of hls4ml's config an export may set: Model and LayerName go into its HLSConfig, the
+# others are top-level project settings (ClockUncertainty "12.5%", WriterConfig, and the board
+# flow's AcceleratorConfig). Not LayerType: fpgaprune asks hls4ml for a per-name config, where
+# a LayerName entry exists for every layer and would shadow it.
+HLS_CONFIG_KEYS = ("Model", "LayerName", "ClockUncertainty", "WriterConfig", "AcceleratorConfig")
+HLS_CONFIG_OWNED = {"Part": "export.part (or export.board)", "ClockPeriod": "export.clock_period",
+                    "IOType": "export.io_type", "ProjectName": "export.project_name",
+                    "OutputDir": "export.output_dir", "Backend": "export.backends",
+                    "LayerType": "LayerName: give each layer by its name (hls4ml's per-name config)"}
 
 
 # Xilinx part numbers: xc + device (7z020, zu9eg, vu13p, ku115, u250, vc1902...) + package
@@ -355,6 +394,16 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+
+# The reference config ships inside the package, so it is the same experiment wherever a
+# command runs; `fpgaprune init` writes a copy to edit.
+REFERENCE_CONFIG = Path(__file__).parent / "configs" / "mnist_cnn.yaml"
+
+
+def reference_config() -> Config:
+    """The packaged reference config (configs/mnist_cnn.yaml in the repository is the same file)."""
+    return load_config(REFERENCE_CONFIG)
 
 
 def parse_config(data: object) -> Config:

@@ -9,15 +9,39 @@ keeps its own TensorFlow settings until it runs the flow.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
 _configured = False
 
+# What TensorFlow and Keras log on every run that says nothing about this one; anything else
+# they log still shows.
+TF_NOISE = (
+    # Masked fits, evaluations and the sensitivity sweep trace one function per small model.
+    "triggered tf.function retracing",
+    # Loading a compiled stage model before it is evaluated.
+    "compiled metrics have yet to be built",
+)
+
+
+class _DropKnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in TF_NOISE)
+
 
 def quiet_tensorflow() -> None:
-    """TF's C++ log level and the Python warnings fpgaprune's own output should not drown in."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """TF's C++ log level and the Python warnings fpgaprune's own output should not drown in.
+
+    Level 3: the cuDNN/cuFFT/cuBLAS "Unable to register factory" lines TF writes at import are
+    errors (E) to its C++ logger, so level 2 shows them. It only helps before TF is imported.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise())
     # QKeras serializes its quantizers through keras.constraints.serialize, which warns for
     # every non-constraint object; the saved models are correct.
     warnings.filterwarnings("ignore", message=r"The `keras\.constraints\.serialize\(\)` API")

@@ -36,7 +36,6 @@ FLOW_FILE = "flow.json"
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
 # An HLS project's files (hls_projects/<name>/<backend>/).
-PROJECT_NAME = "myproject"
 MANIFEST = "fpgaprune.json"
 HLS_MODEL = "model.fml"
 CSIM_SUMMARY = "summary.json"

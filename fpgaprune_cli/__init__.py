@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command -> module in fpgaprune_cli.commands (each defines HELP, add_arguments, run).
 COMMANDS = {
+    "init": "init",
     "train": "train",
     "analyze": "analyze",
     "prune": "prune",
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before TensorFlow is imported: its C++ import-time "Unable to register" lines are E-level.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)  # --help and --version end here, before any import below
     from fpgaprune.errors import FpgapruneError, storage_fault
     from fpgaprune.process import quiet_tensorflow

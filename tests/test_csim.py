@@ -271,3 +271,17 @@ def test_csim_command_refuses_a_hostile_project(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and "holds the entry '../../../../escaped' (a path outside the archive folder)" in err[0], err
     assert {p: p.read_bytes() for p in project.iterdir()} == before  # no summary.json either
     assert [p for p in tmp_path.rglob("escaped")] == []
+
+
+def test_synth_quiet_sends_the_vendor_output_to_the_log(tmp_path, capfd):
+    """What hls4ml's build starts with os.system writes to our fds: --quiet puts it in synth.log."""
+    import os
+
+    from fpgaprune.hw.synth import output_to
+
+    with output_to(tmp_path / "synth.log"):
+        os.system("echo vendor chatter; echo vendor error >&2")
+    print("after")
+    out, err = capfd.readouterr()
+    assert "vendor" not in out + err and out == "after\n"
+    assert (tmp_path / "synth.log").read_text().split("\n")[:2] == ["vendor chatter", "vendor error"]

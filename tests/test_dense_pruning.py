@@ -17,7 +17,8 @@ from fpgaprune.config import PruneConfig, QuantizeConfig
 from fpgaprune.errors import BadInput
 from fpgaprune.flow import Options, run_flow
 from fpgaprune.graph.reduce import reduce_model, report_lines
-from fpgaprune.hw.accounting import check_masked_zeros, kernel_in_keras_layout, read_weight_file
+from fpgaprune.hw.accounting import check_masked_zeros
+from fpgaprune.hw.weights import exported_kernel
 from fpgaprune.hw.export import export_project, read_manifest
 from fpgaprune.hw.quantize import build_quantized_model, check_quantized_zeros, quantized_kernels
 from fpgaprune.masks import KernelMask, apply_masks, load_masks, masked_max_abs, masks_of, save_masks
@@ -140,7 +141,7 @@ def test_quantized_and_exported_dense_weights_stay_zero(tmp_path, small_data):
     assert check_masked_zeros(folder, masks) == {"conv2": 0, "fc1": 0, "fc2": 0}
     layers = {r["name"]: r for r in read_manifest(folder)["layers"]}
     assert layers["fc1"]["strategy"] == "resource" and layers["fc1"]["masked_weights"] == int(masks["fc1"].sum())
-    exported = kernel_in_keras_layout(read_weight_file(folder / layers["fc1"]["weight_file"]), layers["fc1"])
+    exported = exported_kernel(folder, layers["fc1"])
     np.testing.assert_array_equal(exported, quantized_kernels(qmodel)["fc1"])  # read back, transposed right
     assert np.all(exported[masks["fc1"]] == 0)
 
@@ -166,7 +167,8 @@ def test_analyzer_lists_named_dense_layers(small_data):
     assert found.summary["weights"]["fc1"] == {"weights": 3200, "pruned": 1600, "kept": 1600}
     assert found.summary["macs_after"]["fc1"] == 1600
     assert {row["layer"] for row in found.table} >= {"conv2", "fc1"}
-    assert "1600 of  3200 Dense weights pruned" in analysis_lines(found, 5)
+    fc1 = next(line for line in analysis_lines(found, 5).splitlines() if "Dense weights" in line)
+    assert fc1.split()[:4] == ["fc1", "1,600", "3,200", "Dense"]
 
 
 def test_gradual_pruning_of_conv_and_dense(tmp_path, small_data):

@@ -128,3 +128,27 @@ def test_export_without_quantized_stage_exit_2(capsys, tmp_path):
                  "--set", f"export.output_dir={tmp_path}/hls"])
     assert code == 2
     assert "no saved quantized stage" in capsys.readouterr().err
+
+
+def test_hls_config_is_merged_as_hls4ml_users_write_it(tmp_path, pruned_qmodel):
+    """export.hls_config: Model / LayerName keys reach hls4ml; top-level keys the project; names checked."""
+    qmodel, _ = pruned_qmodel
+    extra = {"Model": {"TraceOutput": True}, "ClockUncertainty": "20%",
+             "LayerName": {"conv2": {"ParallelizationFactor": 2, "Trace": True}, "fc1": {"ReuseFactor": 4}}}
+    cfg = config(tmp_path, hls_config=extra, project_name="digits")
+    folder = export_project(qmodel, cfg, "Vivado", images(2))
+    written = (folder / "hls4ml_config.yml").read_text()
+    assert "ParallelizationFactor: 2" in written and "ClockUncertainty: 20%" in written
+    assert (folder / "firmware" / "digits.cpp").is_file() and read_manifest(folder)["project_name"] == "digits"
+    fc1 = next(r for r in read_manifest(folder)["layers"] if r["name"] == "fc1")
+    assert fc1["reuse_factor"] == 4
+    with pytest.raises(BadInput, match=r"export.hls_config.LayerName.fc9: no layer of that name .*conv2"):
+        export_project(qmodel, config(tmp_path, hls_config={"LayerName": {"fc9": {}}}), "Vivado", images(2),
+                       force=True)
+    for bad, message in [({"IOType": "io_parallel"}, "set by export.io_type"),
+                         ({"Modle": {}}, "not an hls4ml config key"), ({"LayerType": {}}, "LayerName"),
+                         ({"LayerName": {"fc1": {"Precision": {"result": "fixed<20,10>"}}}}, "quantize.layers")]:
+        with pytest.raises(BadInput, match=message):
+            config(tmp_path, hls_config=bad)
+    with pytest.raises(BadInput, match="export.project_name: '1x' is not a C identifier"):
+        config(tmp_path, project_name="1x")

@@ -140,6 +140,16 @@ def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
     assert s["val_accuracy_after"] == 0.90 and s["val_accuracy_baseline"] == 0.90
 
 
+def test_gradual_progress_off_a_terminal_has_no_carriage_returns(monkeypatch, trained, small_data, capsys):
+    """progress on, output captured (not a TTY): the round lines alone, no bar redraws in the log."""
+    script = iter([0.9, 0.9, 0.9])
+    monkeypatch.setattr(retrain, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    prune_gradual(trained, small_data, config(layers=["conv2"], schedule=[0.1, 0.2], epochs=0), progress=True)
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err and "gradual pruning" not in err
+    assert out.count("round") >= 2
+
+
 def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, trained, small_data):
     script = iter([0.9, 0.5])
     monkeypatch.setattr(retrain, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})

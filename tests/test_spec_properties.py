@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fpgaprune.errors import BadInput
-from fpgaprune.spec import format_mask_spec, masks_to_spec, parse_mask_spec, spec_to_masks
+from fpgaprune.spec import Keep, format_mask_spec, masks_to_spec, parse_mask_spec, shorter_spec, spec_to_masks
 
 SHAPES = {"conv_a": (3, 5), "conv_b": (5, 4)}
 
@@ -45,6 +45,33 @@ def test_valid_specs_round_trip(two_conv_model, spec):
         assert int(masks[name].sum()) == len(pairs)
         assert all(masks[name][a, b] for a, b in pairs)
     assert masks_to_spec(masks) == {k: sorted(v) for k, v in spec.items()}
+
+
+@relaxed
+@given(spec=valid_specs)
+def test_keep_form_round_trips_and_names_the_complement(two_conv_model, spec):
+    """{keep: pairs} prunes every other kernel; written back, the shorter form gives the same masks."""
+    raw = {k: {"keep": [list(p) for p in v]} for k, v in spec.items()}
+    masks = spec_to_masks(parse_mask_spec(yaml.safe_load(yaml.safe_dump(raw)) or {}), two_conv_model)
+    for name, pairs in spec.items():
+        assert int((~masks[name]).sum()) == len(pairs) and not any(masks[name][a, b] for a, b in pairs)
+    short = shorter_spec(masks)
+    again = spec_to_masks(parse_mask_spec(yaml.safe_load(format_mask_spec(short)) or {}), two_conv_model)
+    assert all(np.array_equal(again[k], masks[k]) for k in masks)
+    for name, entry in short.items():  # whichever form lists fewer pairs
+        listed = len(entry.pairs) if isinstance(entry, Keep) else len(entry)
+        assert listed == min(int(masks[name].sum()), int((~masks[name]).sum()))
+
+
+def test_a_98_percent_pruned_layer_is_written_as_its_kept_kernels():
+    m = np.ones((32, 32), bool)
+    m[np.arange(20), np.arange(20)] = False
+    text = format_mask_spec(shorter_spec({"conv2": m}))
+    assert "conv2: {keep: [[0, 0], [1, 1]," in text and text.count("[") < 50
+    with pytest.raises(BadInput, match=r"conv2: expected \{keep"):
+        parse_mask_spec({"conv2": {"kep": [[0, 0]]}})
+    with pytest.raises(BadInput, match=r"conv2.keep\[0\]: expected a pair"):
+        parse_mask_spec({"conv2": {"keep": [[0]]}})
 
 
 @relaxed

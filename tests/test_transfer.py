@@ -378,3 +378,15 @@ def test_demo_transfers_digits_0_4_to_5_9(tmp_path, t10k_path):
     assert summary["accuracy_before_untouched"] is None and summary["accuracy_before_new_head"] is not None
     assert summary["accuracy_before_untouched_note"] == "its 5 outputs do not cover these images' labels (5..9)"
     assert "(new random head)" in proc.stdout and "untouched model not comparable" in proc.stdout
+
+
+def test_demo_verdict_says_which_way_the_comparison_went():
+    from fpgaprune.report.text import demo_line
+
+    summary = {"trainable_layers": ["fc1", "fc2"], "demo": {
+        "images_per_class": 100, "eval_images": 4861, "accuracy_split": "test",
+        "transfer_accuracy": 0.9528, "scratch_accuracy": 0.9646, "scratch_epochs": 50}}
+    below = demo_line(summary)
+    assert "transfer is 1.18 points below scratch" in below and "fc1, fc2" in below
+    summary["demo"]["transfer_accuracy"] = 0.97
+    assert "0.54 points above scratch" in demo_line(summary)

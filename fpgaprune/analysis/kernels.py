@@ -233,7 +233,7 @@ def sensitivity_sweep(
     copy = _ZeroedCopy(model)
     out: dict[str, list[dict]] = {name: [] for name in layers}
     points = [(name, f) for name in layers for f in fractions]
-    for name, f in tqdm(points, desc="sensitivity", disable=not progress, leave=False):
+    for name, f in tqdm(points, desc="sensitivity", disable=None if progress else True, leave=False):
         masks = propose(norms, "fraction", fraction=f, layers=[name])
         copy.zero(masks)
         out[name].append({"fraction": f, "val_accuracy": accuracy(copy.model, data.x_val, data.y_val)})

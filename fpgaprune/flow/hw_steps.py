@@ -229,7 +229,8 @@ def synth(run: Run, cfg: Config, options: Options) -> StageResult:
 
     reports = {}
     for backend, folder in projects(run, cfg).items():
-        reports[backend] = synthesize(folder, backend, cosim=options.synth_cosim, say=options.say)
+        reports[backend] = synthesize(folder, backend, cosim=options.synth_cosim, say=options.say,
+                                      quiet=not options.progress)
     return StageResult("synth", folder=run.projects_root, summary={"backends": reports,
                                                                     "report_file": SYNTH_REPORT})
 

@@ -27,7 +27,7 @@ class Options:
     test_data: str | None = None
     # Keras verbosity: 0 silent, 1 progress bars, 2 one line per epoch.
     verbose: int = 2
-    # tqdm bars (gradual rounds, sensitivity, C-simulation).
+    # tqdm bars (gradual rounds, sensitivity, C-simulation), shown only where stderr is a terminal.
     progress: bool = False
     # C-simulate only the first N images (default: export.csim_images).
     csim_images: int | None = None

@@ -194,7 +194,7 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..analysis.kernels import analyze as analyze_kernels
     from ..masks import save_masks
     from ..report.text import analysis_lines
-    from ..spec import masks_to_spec, write_mask_spec
+    from ..spec import write_masks
 
     model, _ = run.load("baseline")
     data = run.load_data(options.test_data)
@@ -210,7 +210,7 @@ def analyze(run: Run, cfg: Config, options: Options) -> StageResult:
     extras = {
         KERNELS_CSV: lambda p: write_table_csv(found.table, p),
         KERNELS_JSON: lambda p: p.write_text(json.dumps(found.table) + "\n"),
-        MASK_SPEC_FILE: lambda p: write_mask_spec(masks_to_spec(found.masks), p),
+        MASK_SPEC_FILE: lambda p: write_masks(found.masks, p),
         MASKS_FILE: lambda p: save_masks(found.masks, p),
     }
     folder = run.save("analysis", None, result.with_summary(), force=options.force, extras=extras)
@@ -229,7 +229,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..checkpoint import remove_checkpoint
     from ..masks import empty_masks, masks_of, save_masks
     from ..report.text import prune_table
-    from ..spec import masks_to_spec, write_mask_spec
+    from ..spec import write_masks
     from ..training.retrain import prune_gradual, prune_oneshot
 
     baseline_model, _ = run.load("baseline")
@@ -246,7 +246,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     masks = {**empty_masks(model), **masks_of(model)}
     table = ranked_table(analysis.norms, masks)
     extras = {
-        MASK_SPEC_FILE: lambda p: write_mask_spec(masks_to_spec(masks), p),
+        MASK_SPEC_FILE: lambda p: write_masks(masks, p),
         MASKS_FILE: lambda p: save_masks(masks, p),
         KERNELS_CSV: lambda p: write_table_csv(table, p),
     }
@@ -337,7 +337,7 @@ def transfer_demo(run: Run, cfg: Config, options: Options) -> StageResult:
         raise BadInput("the transfer demo is not checkpointed, so it cannot resume; run it again")
     data = Run(replace(cfg, data=replace(cfg.data, dataset="mnist-5k"))).load_data(options.test_data)
     reseed(cfg.seed)
-    model, summary, pretrained = run_demo(cfg, data, verbose=options.verbose)
+    model, summary, pretrained = run_demo(cfg, data, verbose=options.verbose, say=options.say)
     d = summary["demo"]
     result = _transfer_result("transfer-demo", summary, d["transfer_accuracy"], d["accuracy_split"])
     extras = {PRETRAINED_FILE: lambda path: save_model(pretrained, path)}

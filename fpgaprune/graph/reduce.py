@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from ..analysis.counts import macs
 from ..masks import MASK_CONSTRAINTS, ChannelMask, apply_masks, check_masks, masks_of
+from ..report.table import table
 from .channels import Link, Plan, Refused, plan_channels
 
 
@@ -175,17 +176,16 @@ def report_lines(report: dict) -> str:
     """The reduction as a person reads it: each layer's shape before and after, and why."""
     if not report["reduced"]:
         return f"not reduced: {report['refused']} (the model is kept as it is)"
-    head = f"{'layer':<12} {'type':<18} {'before':<16} {'after':<16} removed"
-    lines = [head, "-" * len(head)]
+    rows = []
     for row in report["layers"]:
         notes = ""
         if row.get("removed"):
             kinds = [r["reason"] for r in row["removed"]]
             notes = ", ".join(f"{kinds.count(r)} {r}" for r in ("unused", "constant") if r in kinds)
-        before, after = str(row["before"]), str(row["after"])
         if row.get("bias_added"):
             notes += "; a bias added for the folded constants"
-        lines.append(f"{row['layer']:<12} {row['type']:<18} {before:<16} {after:<16} {notes}".rstrip())
+        rows.append([row["layer"], row["type"], str(row["before"]), str(row["after"]), notes or None])
+    lines = [table(rows, ["layer", "type", "before", "after", "removed"])]
     for row in report["layers"]:
         for kept in row.get("kept_constant", []):
             lines.append(f"{row['layer']} channel {kept['channel']} (constant {kept['constant']:.6g}) {kept['why']}")

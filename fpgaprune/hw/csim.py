@@ -147,7 +147,7 @@ def predict(hls_model, x: np.ndarray, workers: int = 1, progress: bool = False) 
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc="C-simulation", disable=not enabled, leave=False)
+    return tqdm(total=total, unit="img", desc="C-simulation", disable=None if enabled else True, leave=False)
 
 
 def lsb_of(precision) -> float:

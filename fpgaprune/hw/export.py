@@ -35,7 +35,6 @@ from .weights import DA_WEIGHTS
 
 MANIFEST = "fpgaprune.json"
 HLS_MODEL = "model.fml"
-PROJECT_NAME = "myproject"
 # hls4ml layer classes with a weight array (a 1x1 Conv2D becomes PointwiseConv2D in io_stream).
 WEIGHT_CLASSES = ("Conv1D", "Conv2D", "PointwiseConv2D", "DepthwiseConv2D", "Dense")
 KERNEL_NAMES = ("kernel", "depthwise_kernel")  # the Keras weight behind hls4ml's "weight"
@@ -100,7 +99,21 @@ def hls_config(model: tf.keras.Model, ecfg: ExportConfig, backend: str, choices:
         layer_cfg = config["LayerName"].setdefault(name, {})
         layer_cfg["Strategy"] = choice.strategy
         layer_cfg["ReuseFactor"] = choice.reuse_factor
-    return config
+    known = list(config["LayerName"])
+    for name in ecfg.hls_config.get("LayerName", {}):
+        if name not in known:
+            raise BadInput(f"export.hls_config.LayerName.{name}: no layer of that name in the model "
+                           f"(its layers: {', '.join(known)})")
+    sections = {k: v for k, v in ecfg.hls_config.items() if k in ("Model", "LayerName")}
+    return deep_merge(config, sections)
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """`base` with `extra` laid over it: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir: Path,
@@ -124,6 +137,9 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
             say(choice.note)
     hls_model = convert_with(choices, output_dir, x_tb, y_tb)
     hls_model.config.config["MaximumSize"] = ecfg.maximum_size or _maximum_size(hls_model)
+    # ClockUncertainty, WriterConfig, AcceleratorConfig: project settings, read when writing.
+    top = {k: v for k, v in ecfg.hls_config.items() if k not in ("Model", "LayerName")}
+    hls_model.config.config.update(deep_merge(hls_model.config.config, top))
     return hls_model, choices
 
 
@@ -137,7 +153,7 @@ def _convert(model, ecfg: ExportConfig, backend: str, output_dir: Path, config: 
         return hls4ml.converters.convert_from_keras_model(
             model,
             output_dir=str(output_dir),
-            project_name=PROJECT_NAME,
+            project_name=ecfg.project_name,
             backend=backend,
             hls_config=config,
             bit_exact=True,
@@ -186,7 +202,8 @@ def write_project(hls_model) -> None:
     `myproject_axi.cpp` does not compile unless the input layer's type happens to be `input_t`.
     """
     hls_model.write()
-    wrapper = Path(hls_model.config.get_output_dir()) / "firmware" / f"{PROJECT_NAME}_axi.cpp"
+    project = hls_model.config.get_project_name()
+    wrapper = Path(hls_model.config.get_output_dir()) / "firmware" / f"{project}_axi.cpp"
     input_type = hls_model.get_input_variables()[0].type.name
     if wrapper.is_file() and input_type != "input_t":
         text = wrapper.read_text()
@@ -310,7 +327,7 @@ def export_project(
         _fix_output_dir(tmp, final)
         manifest = {
             "backend": backend,
-            "project_name": PROJECT_NAME,
+            "project_name": ecfg.project_name,
             "part": hls_model.config.get_config_value("Part"),
             "board": ecfg.board if backend == "VivadoAccelerator" else None,
             "clock_period": ecfg.clock_period,

@@ -365,7 +365,7 @@ def write_report(cfg: Config, *, layer: str | None = None, channel: int | None =
             raise BadInput(f"{option('channel')} {grid_channel}: {grid_layer} has output channels 0..{last}")
     with atomic_dir(report_dir(cfg), force=True) as folder:
         figs = Figures(folder)
-        sections = tqdm(SECTIONS, desc="report", disable=not progress, leave=False)
+        sections = tqdm(SECTIONS, desc="report", disable=None if progress else True, leave=False)
         body = {sid: BUILDERS[sid](run, figs) for sid, _ in sections}
         (folder / PAGE).write_text(render_page(cfg, body))  # atomic_dir gives the umask's modes
     return report_dir(cfg) / PAGE

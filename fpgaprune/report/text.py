@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
+from .table import SEPARATOR, table
+
 
 def analysis_lines(result, top: int) -> str:
     """The analyzer's ranked table (smallest first), its proposal and sensitivity."""
     s = result.summary
     lines = [f"smallest {min(top, len(result.table))} of {len(result.table)} kernels by {s['norm']} magnitude:"]
-    lines.append(f"{'rank':>6}  {'layer':<10} {'cin':>4} {'cout':>4}  {'magnitude':>10}  pruned")
-    for row in result.table[:top]:
-        lines.append(
-            f"{row['rank']:>6}  {row['layer']:<10} {row['cin']:>4} {row['cout']:>4}  "
-            f"{row['magnitude']:>10.4g}  {'yes' if row['pruned'] else ''}"
-        )
+    ranked = [[r["rank"], r["layer"], r["cin"], r["cout"], r["magnitude"], "yes" if r["pruned"] else None]
+              for r in result.table[:top]]
+    lines.append(table(ranked, ["rank", "layer", "cin", "cout", "magnitude", "pruned"], floatfmt=".4g"))
     lines.append(f"proposal ({s['select']}):")
-    for name, row in s["kernels"].items():
-        if name != "total":
-            lines.append(
-                f"  {name:<10} {row['pruned']:>5} of {row['kernels']:>5} kernels pruned; "
-                f"MACs {s['macs_before'][name]:,} -> {s['macs_after'][name]:,}"
-            )
-    for name, row in s.get("weights", {}).items():
-        if name != "total":
-            lines.append(f"  {name:<10} {row['pruned']:>5} of {row['weights']:>5} Dense weights pruned; "
-                         f"MACs {s['macs_before'][name]:,} -> {s['macs_after'][name]:,}")
+    proposal = [[name, row["pruned"], f"{row['kernels']:,} kernels", s["macs_before"][name], s["macs_after"][name]]
+                for name, row in s["kernels"].items() if name != "total"]
+    proposal += [[name, row["pruned"], f"{row['weights']:,} Dense weights", s["macs_before"][name], s["macs_after"][name]]
+                 for name, row in s.get("weights", {}).items() if name != "total"]
+    lines.append(table(proposal, ["layer", "pruned", "of", "MACs before", "MACs after"]))
     if "accuracy_zeroed" in s:
         for split in ("val_accuracy", "test_accuracy"):
             before, after = s["accuracy_unpruned"][split], s["accuracy_zeroed"][split]
@@ -32,30 +26,29 @@ def analysis_lines(result, top: int) -> str:
                              "before retraining")
     if s.get("sensitivity_sweep"):
         lines.append("sensitivity (validation accuracy with a layer's smallest kernels zeroed, no retraining):")
-        for name, points in s["sensitivity_sweep"].items():
-            lines.append(f"  {name:<10} " + ", ".join(f"{p['fraction']:.0%}: {p['val_accuracy']:.4f}" for p in points))
+        sweep = s["sensitivity_sweep"]
+        fractions = [f"{p['fraction']:.0%}" for p in next(iter(sweep.values()))]
+        rows = [[name, *(p["val_accuracy"] for p in points)] for name, points in sweep.items()]
+        lines.append(table(rows, ["layer", *fractions], floatfmt=".4f"))
     return "\n".join(lines)
 
 
 def prune_table(s: dict) -> str:
     """The per-layer table `make prune` ends with: kernels, MACs and accuracy before/after."""
-    head = f"{'layer':<10} {'kernels':>8} {'pruned':>7} {'kept':>6} {'MACs before':>12} {'MACs after':>12}"
-    lines = [head, "-" * len(head)]
+    rows = []
     for name, before in s["macs_before"].items():
         if name == "total":
             continue
-        total = s["kernels_total"].get(name)
-        pruned = s["kernels_pruned"].get(name)
-        label = name
+        total, pruned, label = s["kernels_total"].get(name), s["kernels_pruned"].get(name), name
         if total is None and name in s.get("weights_total", {}):  # a masked Dense layer: weights, not kernels
             total, pruned, label = s["weights_total"][name], s["weights_pruned"][name], f"{name} (w)"
-        k = (f"{total:>8} {pruned:>7} {total - pruned:>6}") if total is not None else f"{'-':>8} {'-':>7} {'-':>6}"
-        lines.append(f"{label:<10} {k} {before:>12,} {s['macs_after'][name]:>12,}")
+        kept = total - pruned if total is not None else None
+        rows.append([label, total, pruned, kept, before, s["macs_after"][name]])
     tk, tp = s["kernels_total"]["total"], s["kernels_pruned"]["total"]
     mb, ma = s["macs_before"]["total"], s["macs_after"]["total"]
-    lines.append("-" * len(head))
-    fewer = f"({100 * (1 - ma / mb):.1f}% fewer MACs)"
-    lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}  {fewer}")
+    rows += [SEPARATOR, ["total", tk, tp, tk - tp, mb, ma]]
+    lines = [table(rows, ["layer", "kernels", "pruned", "kept", "MACs before", "MACs after"]),
+             f"MACs per image, all layers: {100 * (1 - ma / mb):.1f}% fewer"]
     if s.get("weights_total", {}).get("total"):
         lines.append("(w): a Dense layer, counted in weights (its mask is element-wise); the total counts conv kernels")
     for split in ("test", "val"):
@@ -109,10 +102,27 @@ def accuracy_before_text(summary: dict) -> str:
 
 def demo_line(summary: dict) -> str:
     d = summary["demo"]
-    return (
+    line = (
         f"digits 0-4 -> 5-9 from {d['images_per_class']} images per class ({d['eval_images']} "
         f"{d['accuracy_split']} images): transfer {d['transfer_accuracy']:.4f}, same network from "
         f"scratch {d['scratch_accuracy']:.4f} ({d['scratch_epochs']} epochs)"
+    )
+    return line + "\n" + demo_verdict(summary)
+
+
+def demo_verdict(summary: dict) -> str:
+    """What the comparison says, in either direction: a worse transfer is reported, not hidden."""
+    d = summary["demo"]
+    gap = 100 * (d["transfer_accuracy"] - d["scratch_accuracy"])
+    trained = ", ".join(summary.get("trainable_layers", [])) or "the top layers"
+    if gap >= 0:
+        return (f"transfer is {gap:.2f} points above scratch, training only {trained} on features "
+                "learned from digits 0-4")
+    return (
+        f"transfer is {-gap:.2f} points below scratch: with {d['images_per_class']} images per class the "
+        f"scratch network can fit every layer to digits 5-9, while the transfer trains only {trained} "
+        "on frozen features learned for digits 0-4; fewer images per class "
+        "(transfer.per_class) favour transfer, transfer.unfreeze lets the conv layers adapt"
     )
 
 

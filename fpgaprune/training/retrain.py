@@ -151,7 +151,9 @@ def prune_gradual(
     state = _start_gradual(model, baseline, saved if resume else None)
     schedule = fraction_schedule(p)
     stop = state.rounds_done and state.misses > p.patience
-    rounds = tqdm(schedule, desc="gradual pruning", unit="round", initial=state.rounds_done, disable=not progress)
+    # disable=None: tqdm draws the bar only on a terminal, so logs get the round lines alone.
+    rounds = tqdm(schedule, desc="gradual pruning", unit="round", initial=state.rounds_done,
+                  disable=None if progress else True)
     for i, fraction in enumerate([] if stop else schedule[state.rounds_done :], start=state.rounds_done + 1):
         epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
         _prune_round(state, i, fraction, data, cfg, layers, floor,

@@ -293,7 +293,7 @@ DEMO_NEW_CLASSES = [5, 6, 7, 8, 9]
 DEMO_PER_CLASS = 100
 
 
-def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
+def run_demo(cfg: Config, data: Dataset, verbose: int = 1, say=print):
     """Pretrain the reference CNN on digits 0-4, transfer it to 5-9 from 100 images per class.
 
     transfer.per_class changes the 100; the other transfer settings apply as configured, with a
@@ -301,7 +301,12 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     as many epochs as the transfer's head and unfrozen layers had together (at least the train
     section's), and the accuracies are measured on the same held-out images (test split where
     given, else validation). Returns (transferred model, summary, pretrained model).
+
+    Each of the three trainings is announced in one line and runs without per-epoch output
+    (`verbose` > 0 only adds the phase lines; 120 unlabelled epoch blocks told a reader nothing).
     """
+    import time
+
     from ..models import build_reference_cnn
     from ..training.fit import compile_model, fit
 
@@ -316,20 +321,28 @@ def run_demo(cfg: Config, data: Dataset, verbose: int = 1):
     demo_cfg = replace(cfg, transfer=t)
     prepare(build_reference_cnn(model_cfg), demo_cfg)  # bad settings fail before any training
 
+    def phase(text: str, start: float) -> float:
+        if verbose:
+            say(f"transfer demo {text} in {time.perf_counter() - start:.0f} s")
+        return time.perf_counter()
+
+    scratch_epochs = max(cfg.train.epochs, t.epochs + (t.unfreeze_epochs if t.unfreeze else 0))
+    start = time.perf_counter()
     reseed(cfg.seed)
     pretrained = build_reference_cnn(model_cfg)
     compile_model(pretrained, optimizer_from(cfg.train), masked=False)
     pre = fit(
         pretrained, old, cfg.train.epochs, cfg.train.batch_size, patience=cfg.train.early_stopping_patience,
-        verbose=verbose,
+        verbose=0,
     )
-    model, summary = transfer(pretrained, data, demo_cfg, verbose=verbose)
-
-    scratch_epochs = max(cfg.train.epochs, t.epochs + (t.unfreeze_epochs if t.unfreeze else 0))
+    start = phase(f"1/3, pretrain: digits 0-4, {len(old.x_train)} images, {pre.epochs} epochs,", start)
+    model, summary = transfer(pretrained, data, demo_cfg, verbose=0)
+    start = phase(f"2/3, head: digits 5-9, {per_class} images per class, {t.epochs} epochs,", start)
     reseed(cfg.seed)
     scratch = build_reference_cnn(replace(model_cfg, num_classes=len(DEMO_NEW_CLASSES)))
     compile_model(scratch, optimizer_from(cfg.train), masked=False)
-    fit(scratch, new, scratch_epochs, cfg.train.batch_size, verbose=verbose)
+    fit(scratch, new, scratch_epochs, cfg.train.batch_size, verbose=0)
+    phase(f"3/3, scratch: the same network from random weights, same images, {scratch_epochs} epochs,", start)
     x_eval, y_eval, split_name = new.eval_split()
     x_old, y_old, _ = old.eval_split()
     summary["demo"] = {

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from importlib.util import find_spec
 from pathlib import Path
 
-DEFAULT_CONFIG = "configs/mnist_cnn.yaml"
+PACKAGED_LINE = "config: the packaged reference (fpgaprune init writes a copy to edit)"
+
+
+def packaged_config_path() -> Path:
+    """The reference YAML inside the installed package, found without importing it (no TensorFlow)."""
+    return Path(find_spec("fpgaprune").origin).parent / "configs" / "mnist_cnn.yaml"
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML config (default: the packaged reference; `fpgaprune init` writes a copy)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -63,11 +70,16 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def config_data(args) -> dict:
-    """--config as a dict (the built-in defaults when the default file is absent), --set applied."""
+    """--config as a dict (the packaged reference without one, said in one line), --set applied."""
     from fpgaprune.config import config_to_dict, load_config
 
-    path = Path(args.config)
-    data = {} if (not path.exists() and args.config == DEFAULT_CONFIG) else config_to_dict(load_config(path))
+    if args.config is None:
+        if not getattr(args, "quiet", False):
+            print(PACKAGED_LINE)
+        path = packaged_config_path()
+    else:
+        path = Path(args.config)
+    data = config_to_dict(load_config(path))
     for assignment in args.overrides:
         apply_override(data, assignment)
     return data

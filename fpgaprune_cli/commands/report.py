@@ -53,7 +53,8 @@ def resolve_run(args):
     try:
         saved = saved_config(run_dir)
     except BadInput as exc:  # e.g. a run made by an older fpgaprune whose config keys changed
-        print(f"fpgaprune: note: {one_line(exc)}; showing {args.config} instead", file=sys.stderr)
+        shown = args.config or "the packaged reference config"
+        print(f"fpgaprune: note: {one_line(exc)}; showing {shown} instead", file=sys.stderr)
         saved = None
     data = config_to_dict(saved if saved is not None else base)
     data["name"], data["runs_dir"] = name, str(runs_dir)
@@ -66,7 +67,5 @@ def resolve_run(args):
 
 
 def run(args) -> int:
-    # A bar only on a terminal: CI logs get the one line the step prints.
-    args.quiet = args.quiet or not sys.stderr.isatty()
     return run_steps(args, resolve_run(args), ["report"],
                      options={"report_layer": args.layer, "report_channel": args.channel})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_config_arguments, add_quiet_argument, config_from_args, run_steps
+from .common import add_config_arguments, config_from_args, run_steps
 
 HELP = (
     "run the vendor tools on the exported projects (vivado_hls for Vivado, vitis-run for Vitis, "
@@ -13,7 +13,8 @@ HELP = (
 
 def add_arguments(p) -> None:
     add_config_arguments(p)
-    add_quiet_argument(p)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="the vendor tools' output to <project>/synth.log; one line per project")
     p.add_argument("--cosim", action="store_true", help="also run C/RTL co-simulation")
 
 
