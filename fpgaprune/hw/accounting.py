@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.counts import mults_per_image
+from ..analysis.counts import conv_mults_cut, mults_per_image
 from ..errors import BadInput
 from .export import read_manifest
 
@@ -239,8 +239,9 @@ def as_dict(rows: list[LayerCount]) -> dict:
         "layers": [asdict(r) for r in rows],
         "total": totals(rows),
         "conv": conv,
-        "conv_nonzero_mults_cut": 1 - conv["mults_per_image"] / conv["mults_per_image_unpruned"]
-        if conv["mults_per_image_unpruned"] else None,
+        "conv_nonzero_mults_cut": conv_mults_cut({r.name: r.mults_per_image_unpruned for r in rows},
+                                                 {r.name: r.mults_per_image for r in rows},
+                                                 [r.name for r in rows if r.kind in CONV_CLASSES]),
         "warnings": warnings(rows),
     }
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from ..analysis.counts import conv_mults_cut, savings_text
+
+
+def prune_cut(s: dict) -> float | None:
+    """The savings figure of a pruned (or analysis) summary: its conv layers are the ones with kernels."""
+    conv = [name for name in s.get("kernels_total") or s.get("kernels") or {} if name != "total"]
+    return conv_mults_cut(s.get("macs_before") or {}, s.get("macs_after") or {}, conv)
+
 
 def analysis_lines(result, top: int) -> str:
     """The analyzer's ranked table (smallest first), its proposal and sensitivity."""
@@ -47,8 +55,8 @@ def prune_table(s: dict) -> str:
     tk, tp = s["kernels_total"]["total"], s["kernels_pruned"]["total"]
     mb, ma = s["macs_before"]["total"], s["macs_after"]["total"]
     lines.append("-" * len(head))
-    fewer = f"({100 * (1 - ma / mb):.1f}% fewer MACs)"
-    lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}  {fewer}")
+    lines.append(f"{'total':<10} {tk:>8} {tp:>7} {tk - tp:>6} {mb:>12,} {ma:>12,}")
+    lines.append(f"{savings_text(prune_cut(s))} (pruned kernels removed)")
     for split in ("test", "val"):
         before, after = s[f"{split}_accuracy_baseline"], s[f"{split}_accuracy_after"]
         if before is not None:
@@ -116,9 +124,8 @@ def accounting_lines(manifest: dict, rows, accounting: dict, csim: dict | None) 
                 f"{row.name}: {row.masked_weights / row.weights:.1%} of the weights pruned (masked kernels are 0 "
                 f"in the exported weights); non-zero multiplications cut by {1 - row.nonzero / row.weights:.1%}"
             )
-    cut = accounting["conv_nonzero_mults_cut"]
-    if cut is not None:
-        lines.append(f"non-zero conv multiplications per image, all conv layers: cut by {cut:.1%}")
+    if accounting["conv_nonzero_mults_cut"] is not None:
+        lines.append(f"{savings_text(accounting['conv_nonzero_mults_cut'])} (read from the exported weights)")
     if csim is not None:
         exact = "bit-exact" if csim["bit_exact"] else f"max diff {csim['max_diff_lsb']:g} LSB"
         lines.append(f"C-sim agreement: {csim['argmax_agreement']:.2%} argmax, {exact} "
