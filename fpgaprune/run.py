@@ -29,6 +29,7 @@ MASKS_FILE = "masks.npz"
 MASK_SPEC_FILE = "mask_spec.yaml"
 KERNELS_CSV = "kernels.csv"
 KERNELS_JSON = "kernels.json"
+RANKED_NORMS_FILE = "ranked_norms.npz"  # pruned stage: the magnitudes that chose its masks, per conv layer
 PRETRAINED_FILE = "pretrained.h5"
 # A run folder's own files and folders.
 CHECKPOINTS_DIR = ".checkpoints"

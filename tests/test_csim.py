@@ -154,7 +154,7 @@ def test_hls_without_pruned_stage_says_make_prune(tmp_path, capsys):
     code = main(["hls", "--config", "configs/mnist_cnn.yaml", "--set", f"runs_dir={tmp_path}",
                  "--set", f"export.output_dir={tmp_path}/hls"])
     assert code == 2
-    assert "no saved pruned model; run `make prune` first" in capsys.readouterr().err
+    assert "no saved pruned stage; run `make prune` first" in capsys.readouterr().err
 
 
 class _DiesInWorkers:

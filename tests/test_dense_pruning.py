@@ -18,9 +18,9 @@ from fpgaprune.errors import BadInput
 from fpgaprune.flow import Options, run_flow
 from fpgaprune.graph.reduce import reduce_model, report_lines
 from fpgaprune.hw.accounting import check_masked_zeros
-from fpgaprune.hw.weights import exported_kernel
 from fpgaprune.hw.export import export_project, read_manifest
 from fpgaprune.hw.quantize import build_quantized_model, check_quantized_zeros, quantized_kernels
+from fpgaprune.hw.weights import exported_kernel
 from fpgaprune.masks import KernelMask, apply_masks, load_masks, masked_max_abs, masks_of, save_masks
 from fpgaprune.models import load_saved_model, save_model
 from fpgaprune.report.text import analysis_lines, prune_table

@@ -110,6 +110,8 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
     ]
     assert_png(plots.kernel_heatmap(norms, tmp_path / "heat.png", masks), min_bytes=3000)
     assert_png(plots.kernel_grid(model, "conv", 1, tmp_path / "grid.png", masks), min_bytes=3000)
+    assert_png(plots.kernel_grid(model, "conv", 1, tmp_path / "grid_n.png", masks, norms=norms["conv"]),
+               min_bytes=3000)
     assert_png(plots.magnitude_histograms(norms, tmp_path / "hist.png", masks), min_bytes=3000)
     assert_png(plots.accuracy_vs_fraction(history, tmp_path / "acc.png", floor=0.85), min_bytes=3000)
     assert_png(
@@ -118,6 +120,8 @@ def test_one_conv_layer_model_plots(one_conv_model, tmp_path):
         ),
         min_bytes=3000,
     )
+    assert_png(plots.multiplications({"conv": 10, "out": 5}, {"conv": 2, "out": 5}, tmp_path / "m2.png", cut=0.8),
+               min_bytes=3000)
     assert cost["conv"][1] == cost["conv"][0] // 2
     quantized = build_quantized_model(model, QuantizeConfig(weight_bits=4), masks)
     assert_png(plots.quantized_weights(quantized, tmp_path / "q.png"), min_bytes=3000)
@@ -144,3 +148,9 @@ def test_plots_leave_pyplot_alone(one_conv_model, tmp_path):
     before = plt.get_fignums()
     plots.kernel_heatmap(analyze.kernel_norms(one_conv_model), tmp_path / "h.png")
     assert plt.get_fignums() == before
+
+
+def test_bar_labels_say_unchanged_instead_of_minus_zero():
+    assert plots.bar_label(1000, 1000) == "unchanged" and plots.bar_label(0, 0) == "unchanged"
+    assert plots.bar_label(1000, 165) == "cut 83.5%"
+    assert plots.bar_label(1_000_000, 999_999) == "cut 0.0%"  # cut, though by little

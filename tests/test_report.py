@@ -69,11 +69,14 @@ def test_report_of_a_pruned_run(pruned_run, capsys):
     for sid in ("quantized", "csim", "hardware"):
         assert NOT_RUN in body[sid]
     # Images are embedded (self-contained page) and written beside it.
-    for name in ("kernel_heatmap", "kernel_grid", "magnitude_histograms", "accuracy_vs_fraction",
-                 "multiplications", "sensitivity"):
+    # Gradual pruning ranked its own rounds' models, so the baseline's magnitudes are drawn beside.
+    names = ("kernel_heatmap", "kernel_grid", "magnitude_histograms", "accuracy_vs_fraction",
+             "multiplications", "sensitivity", "baseline_magnitude_histograms", "baseline_kernel_grid")
+    for name in names:
         assert f"alt='{name}.png'" in page
         assert_png(run_dir / "report" / f"{name}.png", min_bytes=3000)
-    assert page.count("src='data:image/png;base64,") == 6
+    assert page.count("src='data:image/png;base64,") == len(names)
+    assert "ranked at its last kept round" in body["kernels"]
     assert "could not draw" not in page
 
 
@@ -120,8 +123,8 @@ def test_report_with_quantized_stage_csim_and_accounting(pruned_run):
     assert main(["report", str(run_dir), "--quiet"]) == 0
     page = (run_dir / "report" / "index.html").read_text()
     body = sections_of(page)
-    assert re.search(r"<td>C-sim \(Vivado\)</td><td>done</td><td>0\.\d{4}</td><td>&ndash;</td>", body["stages"])
-    assert "<th>argmax_agreement</th>" in body["csim"]
+    assert re.search(r"<td>C-sim \(Vivado\)</td><td>done</td><td>0\.\d{4}</td><td>–</td>", body["stages"])
+    assert "<th>argmax agreement</th>" in body["csim"] and "<th>reuse factor</th>" in body["hardware"]
     assert "<td>Vivado</td><td>validation</td><td>100</td>" in body["csim"]
     assert "<td>conv2</td><td>Conv2D</td>" in body["hardware"]
     assert "conv multiplications per image cut by" in body["hardware"]

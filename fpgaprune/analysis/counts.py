@@ -107,3 +107,23 @@ def units_fraction(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> float
     dense = [row for name, row in weight_counts(model, masks).items() if name != "total"]
     total = sum(r["kernels"] for r in rows) + sum(r["weights"] for r in dense)
     return (sum(r["pruned"] for r in rows) + sum(r["pruned"] for r in dense)) / max(1, total)
+
+
+# The one savings figure every command, the report and the README quote.
+SAVINGS_WHAT = "non-zero conv multiplications per image"
+
+
+def conv_mults_cut(before: dict[str, int], after: dict[str, int], conv: list[str] | tuple[str, ...]) -> float | None:
+    """The savings figure: 1 - sum(after) / sum(before) over the conv layers `conv` (None: nothing to cut).
+
+    One definition for the Keras model (pruned kernels removed, `macs`) and for the exported design
+    (non-zero weights read back, `hw.accounting`), so the prune table, `make hls`, the report and
+    the README quote the same quantity.
+    """
+    total = sum(int(before.get(name, 0)) for name in conv)
+    return 1 - sum(int(after.get(name, 0)) for name in conv) / total if total else None
+
+
+def savings_text(cut: float | None) -> str:
+    """The savings figure in words, as every output prints it."""
+    return f"{SAVINGS_WHAT} cut by {cut:.1%}" if cut is not None else f"{SAVINGS_WHAT}: no conv layer"

@@ -12,11 +12,13 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..config import Config
 from ..errors import BadInput, WorkFailed, option
 from ..process import reseed
 from ..results import StageResult
-from ..run import KERNELS_CSV, KERNELS_JSON, MASK_SPEC_FILE, MASKS_FILE, PRETRAINED_FILE, Run
+from ..run import KERNELS_CSV, KERNELS_JSON, MASK_SPEC_FILE, MASKS_FILE, PRETRAINED_FILE, RANKED_NORMS_FILE, Run
 from .options import Options
 
 
@@ -245,10 +247,13 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
                                        resume=options.resume)
     masks = {**empty_masks(model), **masks_of(model)}
     table = ranked_table(analysis.norms, masks)
+    # What chose the masks: one shot ranks the baseline, gradual the model of its last kept round.
+    ranked = summary.pop("ranked_norms", None) or analysis.norms
     extras = {
         MASK_SPEC_FILE: lambda p: write_masks(masks, p),
         MASKS_FILE: lambda p: save_masks(masks, p),
         KERNELS_CSV: lambda p: write_table_csv(table, p),
+        RANKED_NORMS_FILE: lambda p: np.savez_compressed(p, **ranked),  # inside the stage's atomic folder
     }
     if summary["masked_max_abs"] != 0.0:
         raise WorkFailed(f"prune: pruned weights are not 0.0 after retraining "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.counts import mults_per_image
+from ..analysis.counts import conv_mults_cut, mults_per_image
 from ..errors import BadInput
 from .costs import DA, DA_STRATEGY, DSP_IN_LUTS, ZERO_SAVING, lut_equivalents, rule_cost, zeros_save
 from .devices import fit_summary, fit_warnings
@@ -158,8 +158,9 @@ def as_dict(rows: list[LayerCount], part: str | None = None) -> dict:
         "layers": [asdict(r) for r in rows],
         "total": total,
         "conv": conv,
-        "conv_nonzero_mults_cut": 1 - conv["mults_per_image"] / conv["mults_per_image_unpruned"]
-        if conv["mults_per_image_unpruned"] else None,
+        "conv_nonzero_mults_cut": conv_mults_cut({r.name: r.mults_per_image_unpruned for r in rows},
+                                                 {r.name: r.mults_per_image for r in rows},
+                                                 [r.name for r in rows if r.kind in CONV_CLASSES]),
         "lut_equivalents_ratio": total["lut_equivalents_unpruned"] / total["lut_equivalents"]
         if total["lut_equivalents"] else None,
         "warnings": warnings(rows),

@@ -21,6 +21,7 @@ from ..run import (
     MANIFEST,
     MASKS_FILE,
     MODEL_FILE,
+    RANKED_NORMS_FILE,
     REPORT_PAGE,
     SUMMARY_FILE,
     Run,
@@ -38,9 +39,8 @@ STAGES = {
     "transfer-demo": "demo: pretrained on digits 0-4, transferred to 5-9",
 }
 OPTIONAL_STAGES = ("transfer-demo",)  # listed only when present
-# Every section of the page: (html id, heading). Tests check each one is present.
+# Every section of the page: (html id, heading), results first, the full config last.
 SECTIONS = (
-    ("config", "Config"),
     ("stages", "Accuracy at each stage"),
     ("analysis", "Analyzer: kernel magnitudes"),
     ("kernels", "Kernels"),
@@ -48,6 +48,7 @@ SECTIONS = (
     ("quantized", "Quantized weights"),
     ("csim", "C-simulation agreement"),
     ("hardware", "Hardware accounting"),
+    ("config", "Config"),
 )
 NOT_RUN = "not run yet"
 SMALLEST_ROWS = 20
@@ -122,7 +123,9 @@ class RunData:
     models: dict
     masks: dict[str, np.ndarray]
     masks_from: str
-    norms: dict[str, np.ndarray] | None
+    norms: dict[str, np.ndarray] | None  # the magnitudes that chose the masks (see `ranked_norms`)
+    norms_from: str
+    baseline_norms: dict[str, np.ndarray] | None
     csims: dict[str, dict | None]
     accounts: dict[str, dict | None]
     stale: dict[str, str]  # stage (or "C-sim (backend)") -> the input stage saved after it
@@ -137,11 +140,38 @@ def read_run(cfg: Config) -> RunData:
     models = {s: stage_model(cfg, s) for s in ("baseline", "pruned", "transfer", "quantized")}
     masks, masks_from = run_masks(cfg, models)
     base = models["baseline"]
-    norms = kernel_norms(base, cfg.prune.norm, cfg.prune.normalize) if base is not None else None
+    base_norms = kernel_norms(base, cfg.prune.norm, cfg.prune.normalize) if base is not None else None
+    norms, norms_from = ranked_norms(cfg, models, summaries["pruned"], base_norms)
     projects = hls_projects(cfg)
     csims = {b: _safe(csim_summary, p) for b, p in projects.items()}
     accounts = {b: _safe(hardware_accounting, p) for b, p in projects.items()}
-    return RunData(cfg, summaries, models, masks, masks_from, norms, csims, accounts, stale_stages(cfg, projects))
+    return RunData(cfg, summaries, models, masks, masks_from, norms, norms_from, base_norms, csims, accounts,
+                   stale_stages(cfg, projects))
+
+
+BASELINE_RANKED = "the baseline (the model that was ranked)"
+
+
+def ranked_norms(cfg: Config, models: dict, pruned: dict | None, base_norms) -> tuple[dict | None, str]:
+    """The magnitudes that chose the masks, and whose they are.
+
+    One shot and the analyzer rank the baseline; gradual pruning ranks the model of its last kept
+    round, which the prune step saves (`RANKED_NORMS_FILE`). A pruned stage saved without that
+    file falls back to the retrained model's own norms under the final masks.
+    """
+    from ..analysis.kernels import kernel_norms
+
+    path = cfg.run_dir / "pruned" / RANKED_NORMS_FILE
+    if pruned is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            norms = {k: np.asarray(z[k], np.float64) for k in z.files}
+        if pruned.get("mode") == "gradual":
+            return norms, "the model gradual pruning ranked at its last kept round"
+        return norms, BASELINE_RANKED
+    if pruned is not None and pruned.get("mode") == "gradual" and models.get("pruned") is not None:
+        return (kernel_norms(models["pruned"], cfg.prune.norm, cfg.prune.normalize),
+                "the pruned model after retraining (this run saved no ranked magnitudes)")
+    return base_norms, BASELINE_RANKED
 
 
 def stale_stages(cfg: Config, projects: dict[str, Path]) -> dict[str, str]:

@@ -121,11 +121,14 @@ def kernel_grid(
     cout: int,
     path: str | Path,
     masks: dict[str, np.ndarray] | None = None,
+    *,
+    norms: np.ndarray | None = None,
 ) -> Path:
     """The kh x kw kernels W[:, :, cin, cout] of one output channel, one tile per input channel.
 
     One symmetric colour scale for the channel, so a near-zero kernel looks pale next to the
-    others; pruned kernels get a red frame.
+    others; pruned kernels get a red frame. Tile titles give `norms[cin, cout]` (the layer's
+    ranked magnitudes) when given, else the tile's own L1 norm.
     """
     from ..masks import conv_kernel, conv_layers
 
@@ -152,8 +155,9 @@ def kernel_grid(
             continue
         im = ax.imshow(tiles[:, :, i], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
         l1 = float(np.abs(tiles[:, :, i]).sum())
+        value = f"m={float(norms[i, cout]):.2f}" if norms is not None else f"|w|={l1:.2f}"
         is_pruned = pruned is not None and bool(pruned[i, cout])
-        ax.set_title(f"cin {i}  |w|={l1:.2f}", fontsize=6, color=PRUNED_COLOR if is_pruned else "black")
+        ax.set_title(f"cin {i}  {value}", fontsize=6, color=PRUNED_COLOR if is_pruned else "black")
         if is_pruned:
             for side in ax.spines.values():
                 side.set_edgecolor(PRUNED_COLOR)
@@ -257,9 +261,16 @@ def multiplications(
     after: dict[str, int],
     path: str | Path,
     *,
-    title: str = "non-zero multiplications per inference",
+    title: str = "multiplications per image",
+    cut: float | None = None,
 ) -> Path:
-    """Bars per layer, before and after pruning (log scale: conv and dense differ 100x)."""
+    """Bars per layer, before and after pruning (log scale: conv and dense differ 100x).
+
+    The title quotes `cut`, the one savings figure (`analysis.counts.conv_mults_cut`) the caller
+    computed, never a second definition; a bar pruning left alone is labelled "unchanged".
+    """
+    from ..analysis.counts import savings_text
+
     before, after = _layers_only(before), _layers_only(after)
     names = [k for k in before if k in after]
     if not names:
@@ -272,18 +283,22 @@ def multiplications(
     ax.bar(x - 0.2, b, width=0.38, color="#7f7f7f", label="before")
     ax.bar(x + 0.2, a, width=0.38, color=KEPT_COLOR, label="after")
     for xi, bi, ai in zip(x, b, a, strict=True):
-        saved = 0.0 if bi == 0 else 100.0 * (1.0 - ai / bi)
-        ax.annotate(f"-{saved:.0f}%", (xi + 0.2, max(ai, 1.0)), ha="center", va="bottom", fontsize=8)
+        ax.annotate(bar_label(bi, ai), (xi + 0.2, max(ai, 1.0)), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, names, fontsize=8)
     if b.max() > 0:
         ax.set_yscale("log")
     ax.set_ylabel("multiplications")
-    total_b, total_a = b.sum(), a.sum()
-    saved = 0.0 if total_b == 0 else 100.0 * (1.0 - total_a / total_b)
-    ax.set_title(f"{title}: {int(total_b):,} -> {int(total_a):,} (-{saved:.1f}%)", fontsize=9)
+    ax.set_title(title if cut is None else f"{title}\n{savings_text(cut)}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def bar_label(before: float, after: float) -> str:
+    """A layer's bar label: how much it was cut, or "unchanged" (never "-0%")."""
+    if after >= before or before == 0:
+        return "unchanged"
+    return f"cut {100.0 * (1.0 - after / before):.1f}%"
 
 
 def quantized_weights(model, path: str | Path) -> Path:

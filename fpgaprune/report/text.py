@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from ..analysis.counts import conv_mults_cut, savings_text
 from .table import SEPARATOR, table
+
+
+def prune_cut(s: dict) -> float | None:
+    """The savings figure of a pruned (or analysis) summary: its conv layers are the ones with kernels."""
+    conv = [name for name in s.get("kernels_total") or s.get("kernels") or {} if name != "total"]
+    return conv_mults_cut(s.get("macs_before") or {}, s.get("macs_after") or {}, conv)
 
 
 def analysis_lines(result, top: int) -> str:
@@ -13,9 +20,10 @@ def analysis_lines(result, top: int) -> str:
               for r in result.table[:top]]
     lines.append(table(ranked, ["rank", "layer", "cin", "cout", "magnitude", "pruned"], floatfmt=".4g"))
     lines.append(f"proposal ({s['select']}):")
-    proposal = [[name, row["pruned"], f"{row['kernels']:,} kernels", s["macs_before"][name], s["macs_after"][name]]
+    before, after = s["macs_before"], s["macs_after"]
+    proposal = [[name, row["pruned"], f"{row['kernels']:,} kernels", before[name], after[name]]
                 for name, row in s["kernels"].items() if name != "total"]
-    proposal += [[name, row["pruned"], f"{row['weights']:,} Dense weights", s["macs_before"][name], s["macs_after"][name]]
+    proposal += [[name, row["pruned"], f"{row['weights']:,} Dense weights", before[name], after[name]]
                  for name, row in s.get("weights", {}).items() if name != "total"]
     lines.append(table(proposal, ["layer", "pruned", "of", "MACs before", "MACs after"]))
     if "accuracy_zeroed" in s:
@@ -48,7 +56,7 @@ def prune_table(s: dict) -> str:
     mb, ma = s["macs_before"]["total"], s["macs_after"]["total"]
     rows += [SEPARATOR, ["total", tk, tp, tk - tp, mb, ma]]
     lines = [table(rows, ["layer", "kernels", "pruned", "kept", "MACs before", "MACs after"]),
-             f"MACs per image, all layers: {100 * (1 - ma / mb):.1f}% fewer"]
+             f"{savings_text(prune_cut(s))} (pruned kernels removed)"]
     if s.get("weights_total", {}).get("total"):
         lines.append("(w): a Dense layer, counted in weights (its mask is element-wise); the total counts conv kernels")
     for split in ("test", "val"):
@@ -138,9 +146,8 @@ def accounting_lines(manifest: dict, rows, accounting: dict, csim: dict | None) 
                 f"{row.name}: {row.masked_weights / row.weights:.1%} of the weights pruned (masked kernels are 0 "
                 f"in the exported weights); non-zero multiplications cut by {1 - row.nonzero / row.weights:.1%}"
             )
-    cut = accounting["conv_nonzero_mults_cut"]
-    if cut is not None:
-        lines.append(f"non-zero conv multiplications per image, all conv layers: cut by {cut:.1%}")
+    if accounting["conv_nonzero_mults_cut"] is not None:
+        lines.append(f"{savings_text(accounting['conv_nonzero_mults_cut'])} (read from the exported weights)")
     total = accounting["total"]
     if accounting.get("lut_equivalents_ratio"):
         lines.append(f"LUT-equivalents: {total['lut_equivalents_unpruned']:,} unpruned -> {total['lut_equivalents']:,} "

@@ -117,6 +117,8 @@ class _GradualState:
     kept: tf.keras.Model  # the last model within budget (the input model before any round)
     kept_masks: dict[str, np.ndarray]
     kept_scores: dict
+    # the magnitudes the kept masks were chosen from (the model that round ranked), for plots
+    kept_ranked: dict[str, np.ndarray] | None = None
     rounds_done: int = 0
     misses: int = 0  # rounds over budget in a row
 
@@ -136,7 +138,8 @@ def prune_gradual(
 
     Validation accuracy on a few hundred images is noisy, so up to `prune.patience` rounds
     over budget in a row are tolerated (pruning continues from them); the model returned is
-    always the last one within budget. Each round is seeded by (seed, round) alone. With
+    always the last one within budget; `summary["ranked_norms"]` holds the magnitudes its masks
+    were ranked from (the previous round's model). Each round is seeded by (seed, round) alone. With
     `checkpoint_dir`, every epoch and every finished round is saved; `resume` continues from
     the last of them and ends where an uninterrupted run would.
     """
@@ -172,6 +175,7 @@ def prune_gradual(
     seconds = time.perf_counter() - start
     summary = prune_summary(kept, state.kept_masks, baseline, state.kept_scores, cfg, "gradual", state.history, seconds)
     summary["val_accuracy_floor"] = floor
+    summary["ranked_norms"] = state.kept_ranked  # arrays, not JSON: the prune step saves them beside the model
     return kept, summary
 
 
@@ -192,8 +196,9 @@ def _start_gradual(model: tf.keras.Model, baseline: dict, saved: RoundCheckpoint
     state, models = saved.load()
     current = models["current"]
     kept = models.get("kept", current) if state["kept"] != "baseline" else model
+    ranked = {k: np.asarray(v, np.float64) for k, v in (state.get("kept_ranked") or {}).items()} or None
     return _GradualState(
-        state["history"], current, masks_of(current), kept, masks_of(kept), state["kept_scores"],
+        state["history"], current, masks_of(current), kept, masks_of(kept), state["kept_scores"], ranked,
         rounds_done=state["round"], misses=state["misses"],
     )
 
@@ -213,6 +218,7 @@ def _prune_round(state: _GradualState, i: int, fraction: float, data: Dataset, c
     state.history.append(_round(i, fraction, masks, scores, result, within, dense_names(state.current, layers)))
     if within:
         state.kept, state.kept_masks, state.kept_scores, state.misses = state.current, masks, scores, 0
+        state.kept_ranked = norms
     else:
         state.misses += 1
     state.rounds_done = i
@@ -222,7 +228,8 @@ def _save_round(saved: RoundCheckpoint, state: _GradualState, model: tf.keras.Mo
     """Checkpoint the finished round; the kept model is saved only when it is neither input nor current."""
     kept = "baseline" if state.kept is model else ("current" if state.kept is state.current else "kept")
     models = {"current": state.current, **({"kept": state.kept} if kept == "kept" else {})}
-    loop = {"history": state.history, "misses": state.misses, "kept": kept, "kept_scores": state.kept_scores}
+    loop = {"history": state.history, "misses": state.misses, "kept": kept, "kept_scores": state.kept_scores,
+            "kept_ranked": state.kept_ranked}
     saved.save(state.rounds_done, loop, models)
 
 

@@ -27,7 +27,8 @@ def add_arguments(p) -> None:
     )
     add_config_arguments(p)
     p.add_argument("--layer", help="conv layer whose kernels the kernel grid shows (default: the most pruned)")
-    p.add_argument("--channel", type=int, help="output channel the kernel grid shows (default: the most pruned)")
+    p.add_argument("--channel", type=int,
+                   help="output channel the kernel grid shows (default: the one nearest half pruned)")
     add_quiet_argument(p)
 
 
