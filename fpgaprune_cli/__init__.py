@@ -27,6 +27,7 @@ COMMANDS = {
     "hls": "hls",
     "synth": "synth",
     "transfer": "transfer",
+    "sweep": "sweep",
 }
 
 
