@@ -276,3 +276,31 @@ def test_two_workers_on_a_postgresql_server(tmp_path, baseline, postgres):
     _, study = open_checked(cfg, postgres)
     assert_each_trial_ran_once(cfg, study, 2)
     assert not (cfg.run_dir / "sweep" / "study.db").exists()
+
+
+# --- the front ----------------------------------------------------------------------------------
+
+
+def test_front_table_plot_and_report_section(tmp_path):
+    import optuna
+
+    from fpgaprune.config import parse_config
+    from fpgaprune.report.html import Figures, sweep_section
+    from fpgaprune.sweep.front import format_table, write_front
+
+    cfg = parse_config(sweep_data(tmp_path, "front"))
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "lut_equivalents", "dsp"])
+    for acc, lut, dsp in ((0.97, 9000, 0), (0.95, 4000, 0), (0.94, 5000, 0), (0.96, 3000, 40)):
+        study.add_trial(optuna.create_trial(
+            values=[acc, lut, dsp], params={"quantize.layers.conv2.bits": 6},
+            distributions={"quantize.layers.conv2.bits": optuna.distributions.IntDistribution(3, 8)},
+            user_attrs={"accuracy": acc, "lut_equivalents": lut, "dsp": dsp, "test_accuracy": acc - 0.01}))
+    data = write_front(cfg, study)
+    assert [r["trial"] for r in data["front"]] == [0, 3, 1]  # trial 2 is beaten by trial 1 on every axis
+    text = format_table(data["front"], data["objectives"])
+    assert text.splitlines()[1].split()[:4] == ["0", "0.9700", "9,000", "0"]
+    assert (cfg.run_dir / "sweep" / "pareto.png").stat().st_size > 1000
+    (tmp_path / "page").mkdir()
+    html = sweep_section(type("Run", (), {"cfg": cfg})(), Figures(tmp_path / "page"))
+    assert "<img" in html and "quantize.layers.conv2.bits" in html
