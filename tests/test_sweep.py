@@ -45,10 +45,10 @@ def write_config(tmp: Path, data: dict) -> Path:
 
 def cli(*args: str) -> tuple[int, str]:
     """The command in this process: (exit code, what it printed on stderr)."""
-    from fpgaprune_cli import main
-
     import contextlib
     import io
+
+    from fpgaprune_cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
