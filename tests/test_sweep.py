@@ -304,3 +304,29 @@ def test_front_table_plot_and_report_section(tmp_path):
     (tmp_path / "page").mkdir()
     html = sweep_section(type("Run", (), {"cfg": cfg})(), Figures(tmp_path / "page"))
     assert "<img" in html and "quantize.layers.conv2.bits" in html
+
+
+def test_journal_storage_fails_a_silent_trial_and_queues_it_again(tmp_path, monkeypatch):
+    """The journal file (a shared file system's storage) gets the heartbeats Optuna's SQL storage has."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from fpgaprune.config import parse_config
+    from fpgaprune.sweep import storage as storage_module
+    from fpgaprune.sweep.launch import open_checked
+    from fpgaprune.sweep.worker import Heartbeat
+
+    cfg = parse_config(sweep_data(tmp_path, "journal"))
+    url = f"journal:{tmp_path / 'sweep.log'}"
+    storage, study = open_checked(cfg, url)
+    trial = study.ask()
+    trial.suggest_int("quantize.layers.conv2.bits", 3, 8)
+    with Heartbeat(storage, trial._trial_id):
+        optuna.storages.fail_stale_trials(study)
+        assert study.get_trials()[0].state == TrialState.RUNNING  # alive
+    later = storage_module.time.time() + 100  # the worker died: no heartbeat for 100 s
+    monkeypatch.setattr(storage_module.time, "time", lambda: later)
+    optuna.storages.fail_stale_trials(study)
+    failed, retry = open_checked(cfg, url)[1].get_trials()
+    assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == 0
