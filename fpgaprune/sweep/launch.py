@@ -111,6 +111,19 @@ def check_sweep(cfg: Config, url: str) -> bool:
     return check_reachable(url, cfg)
 
 
+def refuse_other_study(cfg: Config, url: str) -> None:
+    """Every check, and another config's study in the storage refused, before anything is written."""
+    import optuna
+
+    from .storage import check_same_config, study_name
+
+    if not check_sweep(cfg, url):
+        return
+    storage = open_storage(url, cfg)
+    if study_name(cfg) in optuna.get_all_study_names(storage):
+        check_same_config(optuna.load_study(study_name=study_name(cfg), storage=storage), url, cfg)
+
+
 def open_checked(cfg: Config, url: str, *, worker_seed: int = 0, create: bool = True):
     """(storage, study) after every check; another config's study is refused before anything is written."""
     exists = check_sweep(cfg, url)
@@ -187,8 +200,9 @@ def sweep(cfg: Config, *, workers: int = 1, storage: str | None = None, options=
 
     options = options or Options()
     url = storage_url(cfg, storage)
-    storage_obj, study = open_checked(cfg, url)
+    refuse_other_study(cfg, url)
     ensure_baseline(cfg, options)
+    storage_obj, study = open_checked(cfg, url)
     study.set_user_attr("budget", cfg.sweep.trials)
     workers = worker_count(workers, cfg.sweep.worker_memory_mb, say)
     if workers == 1:
@@ -283,8 +297,9 @@ def work_here(cfg: Config, *, storage: str | None = None, options=None, worker_s
     options = options or Options()
     url = storage_url(cfg, storage)
     seed = worker_seed if worker_seed is not None else os.getpid()
-    storage_obj, study = open_checked(cfg, url, worker_seed=seed)
+    refuse_other_study(cfg, url)
     ensure_baseline(cfg, options)
+    storage_obj, study = open_checked(cfg, url, worker_seed=seed)
     if "budget" not in study.user_attrs:
         study.set_user_attr("budget", cfg.sweep.trials)
     return work(study, storage_obj, cfg, test_data=options.test_data, say=say)

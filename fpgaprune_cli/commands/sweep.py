@@ -62,6 +62,7 @@ def run(args) -> int:
     if args.worker:
         from fpgaprune.sweep.launch import work_here
 
+        stop_on_sigterm()
         work_here(cfg, storage=args.storage, options=options, worker_seed=args.worker_seed, say=say_cli)
         return 0
     from fpgaprune.sweep.launch import sweep
@@ -79,6 +80,17 @@ def quiet_trials() -> None:
 
     tf.get_logger().setLevel("ERROR")
     quiet_optuna()
+
+
+def stop_on_sigterm() -> None:
+    """A worker told to stop (the launcher's Ctrl-C) queues its trial again at once, as Ctrl-C does,
+    instead of leaving it for the heartbeat to time out."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def set_threads(n: int) -> None:
