@@ -16,7 +16,7 @@ TEST_DATA ?= $(if $(wildcard $(T10K)/t10k-images-idx3-ubyte.gz),--test-data mnis
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install train analyze prune transfer transfer-demo hls synth report test test-fast lint bench notebooks clean
+.PHONY: install train analyze prune transfer transfer-demo hls synth report sweep test test-fast lint bench notebooks clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,12 @@ synth: install
 
 report: install
 	$(FP) report --config $(CONFIG) $(ARGS)
+
+# Design-space sweep (the config's sweep section): Pareto front of accuracy against LUT-equivalents
+# and DSPs; WORKERS local worker processes (capped by available memory).
+WORKERS ?= 1
+sweep: install
+	$(FP) sweep --config $(CONFIG) --workers $(WORKERS) $(TEST_DATA) $(ARGS)
 
 # The README's test command: the whole suite (slow checks included), under 20 minutes.
 # pytest exits 5 when it collects nothing; that is reported, not hidden, by the line it prints.

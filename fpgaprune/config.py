@@ -18,6 +18,7 @@ import yaml
 
 from .errors import BadInput
 from .schema import from_dict, rule, to_dict
+from .sweep.space import SweepConfig
 from .yamlio import DuplicateKey, load_yaml
 
 Optimizer = Literal["sgd", "adam", "rmsprop"]
@@ -384,6 +385,8 @@ class Config:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    # The design-space search of `fpgaprune sweep` (fpgaprune/sweep/space.py); unused otherwise.
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     # Directory that holds runs/<name>/.
     runs_dir: str = "runs"
 

@@ -49,6 +49,17 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", message=r"The initializer \w+ is unseeded")
 
 
+def quiet_optuna() -> None:
+    """Optuna's notes on its experimental features (heartbeats, the retry callback) and on heartbeats
+    outside `optimize` (the sweep's worker loop runs its own heartbeat thread), and its log line per
+    trial: the sweep prints its own lines."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
 def configure_process() -> None:
     """Deterministic TF kernels and checkpointable dropout generators (idempotent).
 

@@ -29,6 +29,7 @@ COMMANDS = {
     "hls": "hls",
     "synth": "synth",
     "transfer": "transfer",
+    "sweep": "sweep",
 }
 
 

@@ -48,6 +48,7 @@ SECTIONS = (
     ("quantized", "Quantized weights"),
     ("csim", "C-simulation agreement"),
     ("hardware", "Hardware accounting"),
+    ("sweep", "Design-space sweep"),
     ("config", "Config"),
 )
 NOT_RUN = "not run yet"

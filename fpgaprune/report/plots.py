@@ -350,3 +350,34 @@ def sensitivity_curves(sweep: dict[str, list[dict]], path: str | Path, *, baseli
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]], front: list[tuple[float, float]], path: str | Path, *,
+                 default: tuple[float, float] | None = None, xlabel: str = "LUT-equivalents (LUT + 55 x DSP)",
+                 ylabel: str = "validation accuracy (quantized)") -> Path:
+    """A sweep's trials as (cost, accuracy), the Pareto front highlighted, the default flow's design starred."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    if points:
+        ax.scatter(*zip(*points, strict=True), s=16, color="#999999", label=f"trials ({len(points)})")
+    if front:
+        ax.scatter(*zip(*front, strict=True), s=34, color=PRUNED_COLOR, zorder=2, label=f"Pareto front ({len(front)})")
+    stairs = _staircase(points)
+    if len(stairs) > 1:  # the front of these two axes alone (the study's may have more objectives)
+        ax.plot(*zip(*stairs, strict=True), color=PRUNED_COLOR, lw=1, alpha=0.6, drawstyle="steps-post")
+    if default is not None:
+        ax.scatter([default[0]], [default[1]], marker="*", s=180, color=KEPT_COLOR, zorder=3, label="default flow")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def _staircase(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both axes (lower cost, higher accuracy), by cost."""
+    out: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not out or y > out[-1][1]:
+            out.append((x, y))
+    return out

@@ -287,6 +287,23 @@ def hardware_section(run: RunData, figs) -> list[dict]:
     return parts or [not_run("hardware accounting", "make hls")]
 
 
+def sweep_section(run: RunData, figs) -> list[dict]:
+    """The sweep's Pareto front (fpgaprune.sweep.front.report_data: front.json and its plot)."""
+    import shutil
+
+    from ..sweep.front import report_data
+
+    data = report_data(run.cfg.run_dir)
+    if data is None:
+        return [not_run("design-space sweep", "fpgaprune sweep")]
+    plot = figs.add("pareto.png", f"accuracy against LUT-equivalents: {data['trials']} trials, the front in red",
+                    lambda f: shutil.copyfile(data["plot_path"], f))
+    keys = ["trial", "accuracy", "test_accuracy", "lut_equivalents", "dsp", "latency"]
+    rows = [{**{k: r.get(k) for k in keys}, "C-sim bit-exact": (r.get("csim") or {}).get("bit_exact"),
+             **r["params"]} for r in data["front"]]
+    return [plot, table(rows)]
+
+
 BUILDERS: dict[str, Callable[[RunData, object], list[dict]]] = {
     "stages": stages_section,
     "analysis": analysis_section,
@@ -295,5 +312,6 @@ BUILDERS: dict[str, Callable[[RunData, object], list[dict]]] = {
     "quantized": quantized_section,
     "csim": csim_section,
     "hardware": hardware_section,
+    "sweep": sweep_section,
     "config": config_section,
 }
