@@ -181,7 +181,8 @@ def test_quantize_step_says_one_warning_line_per_clipping_layer(tmp_path, small_
         kernel.flat[0] = 1.5
         model.get_layer(name).set_weights([kernel, bias])
     cfg = parse_config({"name": "r", "runs_dir": str(tmp_path), "data": {"limit": 100},
-                        "quantize": {"epochs": 0, "weight_integer": 0, "calibration_images": 20}})
+                        "quantize": {"epochs": 0, "weight_integer": 0, "calibration_images": 20,
+                                     "start_from": "pruned"}})
     run = Run(cfg)
     run.save("pruned", model, {"stage": "pruned"})
     said = []

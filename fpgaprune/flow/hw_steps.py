@@ -20,6 +20,8 @@ def quantize_source(run: Run, cfg: Config):
     from ..masks import load_masks, masks_of
 
     source = cfg.quantize.start_from
+    if source == "reduced" and not run.has(source) and not run.has("pruned"):
+        source = "pruned"  # the reduced model comes from it: name the stage the user must make first
     if not run.has(source):
         raise BadInput(f"{run.stage_dir(source)}: no saved {source} model; {run_step(SOURCE_STEPS[source])}")
     model, _ = run.load(source)
@@ -38,11 +40,16 @@ def model_data(run: Run, cfg: Config, options: Options):
 
 
 def check_quantize(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
-    if cfg.quantize.start_from not in planned:
-        from ..hw.support import check_convertible
-        from .training_steps import refuse_nested
+    from ..hw.support import check_convertible
+    from .training_steps import refuse_nested
 
+    source = cfg.quantize.start_from
+    model = None
+    if source not in planned:
         model = quantize_source(run, cfg)[0]
+    elif source == "reduced" and "pruned" not in planned and run.has("pruned"):
+        model = run.load("pruned")[0]  # reduction only removes channels: what it keeps converts alike
+    if model is not None:
         refuse_nested(model)
         check_convertible(model)  # before quantization-aware training starts
     model_data(run, cfg, options)

@@ -134,6 +134,19 @@ def options_from_args(args, **extra):
     )
 
 
+def reduce_first(cfg) -> list[str]:
+    """["reduce"] when quantize starts from a reduced stage that is missing or older than the pruned one."""
+    from fpgaprune.run import SUMMARY_FILE, Run
+
+    if cfg.quantize.start_from != "reduced":
+        return []
+    run = Run(cfg)
+    reduced, pruned = (run.stage_dir(s) / SUMMARY_FILE for s in ("reduced", "pruned"))
+    fresh = (run.has("reduced") and reduced.is_file() and pruned.is_file()
+             and reduced.stat().st_mtime >= pruned.stat().st_mtime)
+    return [] if fresh else ["reduce"]
+
+
 def run_steps(args, cfg, steps: list[str] | None = None, **extra) -> int:
     """Run flow steps with the options the flags give; every command ends here."""
     from fpgaprune.flow import run_flow

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .common import add_resume_argument, add_run_arguments, config_from_args, run_steps
+from .common import add_resume_argument, add_run_arguments, config_from_args, reduce_first, run_steps
 
 HELP = (
-    "quantize the pruned model to QKeras (bit widths from the quantize section), fine-tune it "
+    "quantize the pruned model (dead channels removed) to QKeras (bit widths from the quantize section), fine-tune it "
     "with the masks kept, check every pruned weight quantizes to exactly 0 (runs/<name>/quantized/)"
 )
 
@@ -16,4 +16,5 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    return run_steps(args, config_from_args(args), ["quantize"])
+    cfg = config_from_args(args)
+    return run_steps(args, cfg, [*reduce_first(cfg), "quantize"])
