@@ -43,7 +43,7 @@ def test_bad_step_names(kwargs, fragment):
 def test_every_input_is_checked_before_any_step_runs(tmp_path):
     """The quantize step's missing input stops the flow before the baseline trains."""
     cfg = flow_config(tmp_path)
-    with pytest.raises(BadInput, match="no saved reduced model"):
+    with pytest.raises(BadInput, match="no saved pruned model"):
         run_flow(cfg, steps=["baseline", "quantize"])
     assert not Run(cfg).root.exists()
 

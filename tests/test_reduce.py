@@ -239,7 +239,7 @@ def saved_pruned_stage(cfg) -> dict:
 def test_the_reduce_step_saves_a_stage_that_quantize_starts_from(tmp_path):
     cfg = flow_config(tmp_path, quantize={"start_from": "reduced", "epochs": 0})
     run = Run(cfg)
-    with pytest.raises(BadInput, match="no saved reduced model; run the 'reduce' step first"):
+    with pytest.raises(BadInput, match="no saved pruned model; run the 'prune' step first"):
         run_flow(cfg, steps=["quantize"], options=Options(verbose=0))
     saved_pruned_stage(cfg)
     lines = []

@@ -285,7 +285,8 @@ def test_front_table_plot_and_report_section(tmp_path):
     import optuna
 
     from fpgaprune.config import parse_config
-    from fpgaprune.report.html import Figures, sweep_section
+    from fpgaprune.report.html import Figures, render_page
+    from fpgaprune.report.sections import sweep_section
     from fpgaprune.sweep.front import format_table, write_front
 
     cfg = parse_config(sweep_data(tmp_path, "front"))
@@ -302,7 +303,8 @@ def test_front_table_plot_and_report_section(tmp_path):
     assert text.splitlines()[1].split()[:4] == ["0", "0.9700", "9,000", "0"]
     assert (cfg.run_dir / "sweep" / "pareto.png").stat().st_size > 1000
     (tmp_path / "page").mkdir()
-    html = sweep_section(type("Run", (), {"cfg": cfg})(), Figures(tmp_path / "page"))
+    blocks = sweep_section(type("Run", (), {"cfg": cfg})(), Figures(tmp_path / "page"))
+    html = render_page(cfg, {"sweep": blocks})
     assert "<img" in html and "quantize.layers.conv2.bits" in html
 
 

@@ -72,8 +72,7 @@ def trial_config(cfg: Config, values: dict, number: int, *, name: str | None = N
     if layer_values(merged):
         spec = Path(data["runs_dir"]) / data["name"] / MASKS_NAME
         data["prune"].update(select="spec", spec=str(spec), mode="oneshot")
-    if cfg.sweep.reduce:
-        data["quantize"]["start_from"] = "reduced"
+    data["quantize"]["start_from"] = "reduced" if cfg.sweep.reduce else "pruned"
     data["export"]["output_dir"] = output_dir or str(sweep_dir(cfg) / "hls")
     data["sweep"] = {}
     try:
