@@ -116,3 +116,17 @@ def test_device_fit_names_the_resource_that_does_not_fit():
     assert len(lines) == 1 and "74,800 LUTs" in lines[0] and "xc7z020 has 53,200" in lines[0]
     assert fit_warnings({"lut": 74_800, "dsp": 10}, "xczu9eg-ffvb1156-2-e") == []
     assert fit_warnings({"lut": 1}, "xcunknown-1") == []
+
+
+def test_a_reuse_factor_that_no_longer_fits_becomes_the_closest_hls4ml_accepts():
+    """fc1 reduced to 350 inputs: its configured reuse factor 8 does not divide it; 7 does, said in one line."""
+    import tensorflow as tf
+
+    from fpgaprune.hw.strategies import Choice, fit_reuse_factors
+
+    inp = tf.keras.Input((350,))
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(32, name="fc1")(inp))
+    fitted = fit_reuse_factors({"fc1": Choice("Resource", 8)}, model, "Vivado")["fc1"]
+    assert (fitted.strategy, fitted.reuse_factor) == ("Resource", 7)
+    assert fitted.note.startswith("fc1: reuse factor 8 does not fit its 350x32 weights; using 7")
+    assert fit_reuse_factors({"fc1": Choice("Resource", 7)}, model, "Vivado")["fc1"].note is None

@@ -47,9 +47,37 @@ def configured(ecfg: ExportConfig, names: list[str]) -> dict[str, Choice]:
     return out
 
 
+def fit_reuse_factors(choices: dict[str, Choice], model, backend: str) -> dict[str, Choice]:
+    """A reuse factor hls4ml would not accept for a layer's shape becomes the closest it accepts, said once.
+
+    A set factor often stops fitting after reduction (fc1's 8 on 350 inputs): hls4ml would
+    pick the same replacement but print its own warning, and the manifest would not know.
+    """
+    import hls4ml
+
+    fpga = hls4ml.backends.get_backend(backend)
+    out = {}
+    for name, choice in choices.items():
+        kernel = model.get_layer(name).get_weights()[0] if choice.reuse_factor > 1 else None
+        if kernel is None or kernel.ndim not in (2, 4):
+            out[name] = choice
+            continue
+        n_in, n_out = int(np.prod(kernel.shape[:-1])), int(kernel.shape[-1])
+        valid = fpga.get_valid_reuse_factors(n_in, n_out)
+        if choice.reuse_factor in valid:
+            out[name] = choice
+            continue
+        closest = fpga.get_closest_reuse_factor(valid, choice.reuse_factor)
+        shown = ", ".join(map(str, [r for r in valid if r <= 64]))
+        out[name] = Choice(choice.strategy, closest, choice.candidates,
+                           f"{name}: reuse factor {choice.reuse_factor} does not fit its {n_in}x{n_out} weights; "
+                           f"using {closest} (hls4ml accepts {shown}, ...)")
+    return out
+
+
 def choose(model, ecfg: ExportConfig, backend: str, convert_fn, names: list[str]) -> dict[str, Choice]:
     """Resolve every auto layer; `convert_fn(choices)` converts the model with those choices."""
-    choices = configured(ecfg, names)
+    choices = fit_reuse_factors(configured(ecfg, names), model, backend)
     auto = [n for n, c in choices.items() if c.strategy == AUTO]
     if not auto:
         return choices
