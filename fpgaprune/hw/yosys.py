@@ -123,7 +123,8 @@ def check_project(project: Path, timeout_s: float = TIMEOUT_S, max_work: int | N
             except subprocess.TimeoutExpired:
                 row["skipped"] = f"yosys ran past {timeout_s:g} s"
             except subprocess.CalledProcessError as exc:
-                row["skipped"] = f"yosys failed: {(exc.stderr or '').strip().splitlines()[-1:]}"
+                last = (exc.stderr or "").strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
+                row["skipped"] = f"yosys failed: {last[0]}"
         if row["skipped"]:
             say(f"yosys: {layer['name']}: skipped, {row['skipped']}")
         rows.append(row)
