@@ -28,6 +28,7 @@ COMMANDS = {
     "csim": "csim",
     "hls": "hls",
     "synth": "synth",
+    "estimate": "estimate",
     "transfer": "transfer",
     "sweep": "sweep",
 }
