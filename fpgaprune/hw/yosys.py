@@ -136,9 +136,12 @@ def check_project(project: Path, timeout_s: float = TIMEOUT_S, max_work: int | N
 def format_rows(rows: list[dict]) -> str:
     from ..report.table import table
 
+    def whole(x):
+        return None if x is None else int(round(x))
+
     body = [[r["name"], r["class"], "x".join(map(str, r["shape"])), r["nonzero"],
              f"{r['weight_bits']}/{r['input_bits']}",
-             r.get("da4ml_lut"), r.get("lut"), r.get("carry"), r.get("ff"),
+             whole(r.get("da4ml_lut")), r.get("lut"), r.get("carry"), r.get("ff"),
              f"{r['lut'] / r['da4ml_lut']:.2f}" if r.get("lut") and r.get("da4ml_lut") else None,
              r["skipped"] or ""] for r in rows]
     return table(body, ["layer", "type", "fan_in x fan_out", "non-zero", "bits w/a", "da4ml LUT", "Yosys LUT",
