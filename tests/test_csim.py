@@ -145,6 +145,15 @@ def test_hls_command_runs_the_chain(tmp_path, small_data):
     conv2 = next(r for r in accounting["layers"] if r["name"] == "conv2")
     assert conv2["nonzero"] <= conv2["weights"] - conv2["masked_weights"]
 
+    # The open-source synthesis check on the exported layers, and the plain estimate.
+    proc = run_cli("estimate", "--config", str(path), "--yosys")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    checked = {r["name"]: r for r in json.loads((project / "yosys.json").read_text())["layers"]}
+    assert checked["conv2"]["lut"] > 0 and 0.3 < checked["conv2"]["lut"] / checked["conv2"]["da4ml_lut"] < 3
+    assert "conv2" in proc.stdout and "Yosys LUT" in proc.stdout
+    proc = run_cli("estimate", "--config", str(path))
+    assert proc.returncode == 0 and "accounting estimate" in proc.stdout and "multiplier rule" in proc.stdout
+
     assert main(["export", "--config", str(path)]) == 2  # the project exists: no silent overwrite
     proc = run_cli("export", "--config", str(path))
     assert proc.returncode == 2 and "pass --force" in error_lines(proc)[0]
