@@ -185,14 +185,17 @@ def test_two_worker_processes_share_a_local_study_and_pick(tmp_path, baseline):
     from fpgaprune.sweep.front import pick
     from fpgaprune.sweep.launch import open_checked, sweep
 
-    cfg = sweep_config(tmp_path, baseline, "two", trials=2)
+    cfg = sweep_config(tmp_path, baseline, "two", trials=2, csim_front=1, csim_images=20)
     lines: list[str] = []
-    data = sweep(cfg, workers=2, say=lines.append)
+    data = sweep(cfg, workers=2, synth=1, say=lines.append)
     study = open_checked(cfg, f"sqlite:///{cfg.run_dir / 'sweep' / 'study.db'}")[1]
     done = assert_each_trial_ran_once(cfg, study, 2)
     assert len({t.user_attrs["worker"] for t in done}) == 2, [t.user_attrs["worker"] for t in done]
     assert data["front"] and (cfg.run_dir / "sweep" / "pareto.png").is_file()
     assert any(line.startswith("sweep: 2/2 trials done") for line in lines), lines
+    # The best candidate is C-simulated to confirm it is bit-exact; synthesis says what is missing.
+    assert data["front"][0]["csim"]["bit_exact"], data["front"][0]
+    assert any(line.startswith("synth: skipped for the 1 best candidates") for line in lines), lines
     best = data["front"][0]["trial"]
     folder, config_file = pick(cfg, study, best)
     picked = load_config(config_file)

@@ -121,18 +121,24 @@ def check_reachable(url: str, cfg: Config) -> bool:
 
 def open_storage(url: str, cfg: Config):
     """The Optuna storage, with heartbeats and the retry of a dead worker's trial."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     s = cfg.sweep
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_retry)
-    if url.startswith(JOURNAL):
-        from optuna.storages.journal import JournalFileBackend
+    with warnings.catch_warnings():  # heartbeats and their retry are "experimental" since Optuna 2.8; pinned here
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=s.max_retry)
+        if url.startswith(JOURNAL):
+            from optuna.storages.journal import JournalFileBackend
 
-        return HeartbeatJournal(JournalFileBackend(url[len(JOURNAL):]), s.heartbeat_seconds, s.grace_seconds, retry)
-    if url == default_url(cfg):
-        sweep_dir(cfg).mkdir(parents=True, exist_ok=True)
-    return RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=s.heartbeat_seconds,
-                      grace_period=s.grace_seconds, heartbeat_stale_trial_callback=retry)
+            return HeartbeatJournal(JournalFileBackend(url[len(JOURNAL):]), s.heartbeat_seconds, s.grace_seconds,
+                                    retry)
+        if url == default_url(cfg):
+            sweep_dir(cfg).mkdir(parents=True, exist_ok=True)
+        return RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=s.heartbeat_seconds,
+                          grace_period=s.grace_seconds, heartbeat_stale_trial_callback=retry)
 
 
 @cache

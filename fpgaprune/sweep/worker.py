@@ -91,6 +91,19 @@ def budget_state(study, budget: int) -> tuple[int, bool, bool]:
 def work(study, storage, cfg: Config, *, test_data: str | None = None, say: Callable[[str], None] = print,
          poll_s: float | None = None, after: Callable[[], None] | None = None) -> int:
     """Run trials until the study has `sweep.trials` of them; return how many ran here."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        # Heartbeats with ask-and-tell (so a synthesis can report back hours later) are what Optuna
+        # calls experimental and "supposed to be used with Study.optimize"; the pins keep them stable.
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        return _work(study, storage, cfg, test_data, say, poll_s, after)
+
+
+def _work(study, storage, cfg: Config, test_data, say, poll_s, after) -> int:
     from optuna.storages import fail_stale_trials
 
     params, budget = parse_space(cfg.sweep.space), cfg.sweep.trials
