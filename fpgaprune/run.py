@@ -89,6 +89,11 @@ class Run:
         folder = self.stage_dir(stage)
         return (folder / MODEL_FILE).is_file() and (folder / SUMMARY_FILE).is_file()
 
+    def is_older(self, stage: str, than: str) -> bool:
+        """Whether `stage` was saved before `than` (both saved): it was made from an out-of-date source."""
+        mine, theirs = self.stage_dir(stage) / SUMMARY_FILE, self.stage_dir(than) / SUMMARY_FILE
+        return mine.is_file() and theirs.is_file() and theirs.stat().st_mtime > mine.stat().st_mtime
+
     def summary(self, stage: str) -> dict | None:
         """A stage's summary.json, or None when the stage has not been run."""
         path = self.stage_dir(stage) / SUMMARY_FILE

@@ -20,7 +20,7 @@ from ..errors import BadInput, option
 from ..locks import hold, sweep_dead_scratch, sweep_projects, sweep_run
 from ..process import configure_process
 from ..results import StageResult
-from ..run import SUMMARY_FILE, Run, refuse_existing
+from ..run import Run, refuse_existing
 from .guards import check_name, guard_resume, settle_checkpoints, storage_faults
 from .options import Options
 from .steps import STEPS
@@ -70,8 +70,7 @@ def stale(run: Run, cfg: Config, name: str, names: list[str]) -> bool:
     source = step.source(cfg)
     if any(STEPS[n].produces == source for n in names[: names.index(name)]):
         return True
-    mine, theirs = run.stage_dir(step.produces) / SUMMARY_FILE, run.stage_dir(source) / SUMMARY_FILE
-    return mine.is_file() and theirs.is_file() and theirs.stat().st_mtime > mine.stat().st_mtime
+    return run.is_older(step.produces, source)
 
 
 def reused(run: Run, name: str, options: Options, replace: set[str]) -> bool:

@@ -136,14 +136,12 @@ def options_from_args(args, **extra):
 
 def reduce_first(cfg) -> list[str]:
     """["reduce"] when quantize starts from a reduced stage that is missing or older than the pruned one."""
-    from fpgaprune.run import SUMMARY_FILE, Run
+    from fpgaprune.run import Run
 
     if cfg.quantize.start_from != "reduced":
         return []
     run = Run(cfg)
-    reduced, pruned = (run.stage_dir(s) / SUMMARY_FILE for s in ("reduced", "pruned"))
-    fresh = (run.has("reduced") and reduced.is_file() and pruned.is_file()
-             and reduced.stat().st_mtime >= pruned.stat().st_mtime)
+    fresh = run.has("reduced") and run.has("pruned") and not run.is_older("reduced", "pruned")
     return [] if fresh else ["reduce"]
 
 
