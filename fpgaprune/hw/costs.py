@@ -85,21 +85,26 @@ def da_cost(node) -> float:
     `da_kernel_cost` a distributed-arithmetic export of the node records; used to price a layer
     before choosing its strategy.
     """
-    import os
-
-    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
     from hls4ml.backends.vivado.passes.distributed_arithmetic import get_kernel_inp_kif
 
     kernel = node.attributes["weight"].data
-    kernel = kernel.reshape(-1, kernel.shape[-1])
-    k, i, f = get_kernel_inp_kif(node)
+    bias = node.attributes.get("bias")
+    return float(solve_cmvm(kernel.reshape(-1, kernel.shape[-1]), *get_kernel_inp_kif(node),
+                            bias=None if bias is None else bias.data.ravel()).cost)
+
+
+def solve_cmvm(kernel: np.ndarray, k, i, f, bias: np.ndarray | None = None):
+    """da4ml's adder graph of x @ kernel (+ bias), x with (k, i, f) per element, with hls4ml's solver options."""
+    import os
+
+    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
+
     options = {"hard_dc": int(os.environ.get("DA_HARD_DC", 2)), "search_all_decompose_dc": True}
     inp = FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1), solver_options=options)
     out = inp @ kernel
-    bias = node.attributes.get("bias")
     if bias is not None:
-        out += bias.data.ravel()
-    return float(comb_trace(inp, out).cost)
+        out += bias
+    return comb_trace(inp, out)
 
 
 # da4ml's solve grows faster than linearly with non-zero weights x bits (seen here: 320 x 4 bits

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..io import write_json
-from .costs import da_affordable
+from .costs import da_affordable, solve_cmvm
 from .export import read_manifest
 from .weights import exported_kernel
 
@@ -48,14 +48,9 @@ def input_kif(precision: str, bits: int) -> tuple[bool, int, int]:
 
 
 def solve(kernel: np.ndarray, kif: tuple[bool, int, int]):
-    """da4ml's adder graph of x @ kernel (x with `kif` per element), with hls4ml's solver options."""
-    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
-
+    """da4ml's adder graph of x @ kernel, every input element with the same `kif`."""
     n = kernel.shape[0]
-    k, i, f = (np.full(n, v) for v in (int(kif[0]), kif[1], kif[2]))
-    inp = FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1),
-                                      solver_options={"hard_dc": 2, "search_all_decompose_dc": True})
-    return comb_trace(inp, inp @ kernel)
+    return solve_cmvm(kernel, *(np.full(n, v) for v in (int(kif[0]), kif[1], kif[2])))
 
 
 def write_verilog(solution, folder: Path) -> list[str]:
