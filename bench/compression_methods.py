@@ -29,7 +29,8 @@ import tensorflow as tf
 
 from fpgaprune.analysis.kernels import kernel_norms, propose
 from fpgaprune.training.fit import compile_model, fit, optimizer_from
-from fpgaprune.training.retrain import masked_retrain, prune_gradual, prune_oneshot
+from fpgaprune.training.gradual import prune_gradual
+from fpgaprune.training.retrain import masked_retrain, prune_oneshot
 
 # The default pruned layers: both conv layers of the reference CNN. conv2 alone holds 85% of
 # the conv multiplications, so 90% and 95% of them cannot be removed without conv1.

@@ -43,7 +43,7 @@ _API = {
     "reduce_model": "graph.reduce",
     # training
     "compile_model": "training.fit", "make_optimizer": "training.fit", "fit": "training.fit",
-    "evaluate": "training.fit", "prune_oneshot": "training.retrain", "prune_gradual": "training.retrain",
+    "evaluate": "training.fit", "prune_oneshot": "training.retrain", "prune_gradual": "training.gradual",
     # transfer, hardware, report
     "transfer": "transfer.stage",
     "quantize_model": "hw.quantize", "export_project": "hw.export", "run_csim": "hw.csim",

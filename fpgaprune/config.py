@@ -119,6 +119,13 @@ class PruneConfig:
     schedule: list[float] | None = rule(None, min=0.0, max=1.0)
     step: float = rule(0.1, min=0.01, max=1.0)
     max_fraction: float = rule(0.95, min=0.0, max=1.0)
+    # Gradual mode's budget: shared (all layers step to the same fraction together and stop
+    # together) or per_layer (one layer steps per round, the one whose next step removes the most
+    # weights x bits; a layer over budget stays at its last fraction within it while the others
+    # go on, so conv2 can reach 98% beside fc1's 90%). Same result as shared for one layer.
+    budget: Literal["shared", "per_layer"] = "shared"
+    # per_layer: a layer's own fractions instead of the shared schedule, e.g. {fc1: [0.5, 0.8, 0.9]}.
+    layer_schedule: dict[str, list[float]] | None = None
     # Allowed drop of VALIDATION accuracy below the baseline's (0.005 = half a point).
     max_accuracy_drop: float = rule(0.005, min=0.0, max=1.0)
     # Gradual rounds over budget tolerated in a row before stopping (later, longer-retrained
@@ -141,11 +148,17 @@ class PruneConfig:
                 f"{path}.mode: gradual pruning raises a fraction, so select must be 'fraction' or "
                 f"'global_fraction', not {self.select!r} (or use mode: oneshot)"
             )
-        if self.schedule is not None:
-            if not self.schedule or any(b <= a for a, b in zip(self.schedule, self.schedule[1:], strict=False)):
-                raise BadInput(
-                    f"{path}.schedule: expected increasing fractions, e.g. [0.5, 0.7, 0.8], got {self.schedule}"
-                )
+        schedules = {"schedule": self.schedule,
+                     **{f"layer_schedule.{k}": v for k, v in (self.layer_schedule or {}).items()}}
+        for key, fractions in schedules.items():
+            if fractions is None:
+                continue
+            if not fractions or any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)) or any(
+                    not 0.0 <= f <= 1.0 for f in fractions):
+                raise BadInput(f"{path}.{key}: expected increasing fractions between 0 and 1, e.g. [0.5, 0.7, 0.8], "
+                               f"got {fractions}")
+        if self.layer_schedule and self.budget != "per_layer":
+            raise BadInput(f"{path}.layer_schedule: a schedule per layer needs {path}.budget: per_layer")
 
 
 @dataclass(frozen=True)

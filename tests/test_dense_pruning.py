@@ -27,7 +27,7 @@ from fpgaprune.report.text import analysis_lines, prune_table
 from fpgaprune.run import MASKS_FILE, Run
 from fpgaprune.spec import masks_to_spec, parse_mask_spec, read_mask_spec, spec_to_masks, write_mask_spec
 from fpgaprune.training.fit import compile_model, fit, make_optimizer
-from fpgaprune.training.retrain import prune_gradual
+from fpgaprune.training.gradual import prune_gradual
 
 from .conftest import tiny_config, tiny_pruned
 

@@ -37,7 +37,7 @@ def reference_run(small_data):
     from fpgaprune.models import build_model
     from fpgaprune.process import reseed
     from fpgaprune.training.fit import train_baseline
-    from fpgaprune.training.retrain import prune_gradual
+    from fpgaprune.training.gradual import prune_gradual
 
     cfg = parse_config(
         {"train": {"epochs": 1}, "prune": {"schedule": [0.3, 0.6], "epochs": 1, "max_accuracy_drop": 1.0}}

@@ -11,17 +11,14 @@ import yaml
 from fpgaprune.checkpoint import RoundCheckpoint
 from fpgaprune.cli import main
 from fpgaprune.config import Config, PruneConfig
+from fpgaprune.errors import BadInput
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
 from fpgaprune.models import build_reference_cnn, load_model_file, load_saved_model
 from fpgaprune.process import reseed
-from fpgaprune.training import retrain
+from fpgaprune.training import gradual, retrain
 from fpgaprune.training.fit import compile_model, make_optimizer
-from fpgaprune.training.retrain import (
-    fraction_schedule,
-    masked_retrain,
-    prune_gradual,
-    prune_oneshot,
-)
+from fpgaprune.training.gradual import prune_gradual
+from fpgaprune.training.retrain import fraction_schedule, masked_retrain, prune_oneshot
 
 from .conftest import ROOT, error_lines, run_cli
 
@@ -130,7 +127,7 @@ def test_gradual_keeps_last_model_within_budget(trained, small_data):
 def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
     """Scripted validation accuracies: over budget once is tolerated, twice in a row stops."""
     script = iter([0.90, 0.95, 0.80, 0.90, 0.70, 0.70, 0.99])  # baseline, then rounds 1..6
-    monkeypatch.setattr(retrain, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
     cfg = config(
         layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epochs=0, max_accuracy_drop=0.05, patience=1
     )
@@ -143,7 +140,7 @@ def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
 def test_gradual_progress_off_a_terminal_has_no_carriage_returns(monkeypatch, trained, small_data, capsys):
     """progress on, output captured (not a TTY): the round lines alone, no bar redraws in the log."""
     script = iter([0.9, 0.9, 0.9])
-    monkeypatch.setattr(retrain, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
     prune_gradual(trained, small_data, config(layers=["conv2"], schedule=[0.1, 0.2], epochs=0), progress=True)
     out, err = capsys.readouterr()
     assert "\r" not in out + err and "gradual pruning" not in err
@@ -152,12 +149,88 @@ def test_gradual_progress_off_a_terminal_has_no_carriage_returns(monkeypatch, tr
 
 def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, trained, small_data):
     script = iter([0.9, 0.5])
-    monkeypatch.setattr(retrain, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
     cfg = config(layers=["conv2"], schedule=[0.5, 0.9], epochs=0, patience=0)
     model, s = prune_gradual(trained, small_data, cfg, progress=False)
     assert model is not trained and s["kernels_pruned"]["total"] == 0
     for a, b in zip(model.get_weights(), trained.get_weights(), strict=True):
         assert np.array_equal(a, b)
+
+
+def _scripted_by_fraction(monkeypatch, fails):
+    """Validation accuracy 0.9, or 0.5 where `fails(conv2 fraction, fc1 fraction)` says so."""
+    def evaluate(model, data):
+        masks = masks_of(model)
+        f = {name: float(masks[name].mean()) if name in masks else 0.0 for name in ("conv2", "fc1")}
+        return {"val_accuracy": 0.5 if fails(f["conv2"], f["fc1"]) else 0.9, "test_accuracy": None}
+    monkeypatch.setattr(gradual, "evaluate", evaluate)
+
+
+def test_per_layer_budget_lets_each_layer_stop_at_its_own_fraction(monkeypatch, trained, small_data):
+    """fc1 gives out above 0.9, conv2 does not: conv2 goes on to 0.98 while fc1 stays at 0.9,
+    where a shared fraction stops both at 0.9. The costlier step goes first (fc1: 25,600 weights)."""
+    _scripted_by_fraction(monkeypatch, lambda conv2, fc1: fc1 > 0.91)
+    common = dict(layers=["conv2", "fc1"], schedule=[0.5, 0.9, 0.98], epochs=0, max_accuracy_drop=0.05, patience=0)
+    model, s = prune_gradual(trained, small_data, config(budget="per_layer", **common), progress=False)
+    rows = s["history"][1:]
+    assert [r["layer"] for r in rows] == ["fc1", "fc1", "conv2", "conv2", "fc1", "conv2"]
+    assert [r["within_budget"] for r in rows] == [True, True, True, True, False, True]
+    assert rows[-1]["fractions"] == {"conv2": 0.98, "fc1": 0.9}  # fc1's failed step undone
+    assert s["kernels_pruned"]["conv2"] == 1004 and s["weights_pruned"]["fc1"] == 23040
+    masks = masks_of(model)
+    assert masks["conv2"].sum() == 1004 and masks["fc1"].sum() == 23040 and s["masked_max_abs"] == 0.0
+    assert s["budget"] == "per_layer"
+
+    _, shared = prune_gradual(trained, small_data, config(**common), progress=False)
+    assert shared["kernels_pruned"]["conv2"] == int(np.ceil(0.9 * 1024)) and shared["weights_pruned"]["fc1"] == 23040
+
+
+def test_per_layer_budget_patience_and_own_schedules(monkeypatch, trained, small_data, capsys):
+    """patience 1: conv2's first miss is tolerated and pruning goes on from it; a second in a row
+    closes conv2 and returns to the last model within budget; fc1 follows its own schedule."""
+    _scripted_by_fraction(monkeypatch, lambda conv2, fc1: conv2 > 0.6)
+    cfg = config(layers=["conv2", "fc1"], budget="per_layer", schedule=[0.5, 0.7, 0.8], epochs=0,
+                 layer_schedule={"fc1": [0.25]}, max_accuracy_drop=0.05, patience=1)
+    _, s = prune_gradual(trained, small_data, cfg, progress=True)
+    rows = s["history"][1:]
+    assert [(r["layer"], r["fractions"][r["layer"]], r["within_budget"]) for r in rows] == [
+        ("fc1", 0.25, True), ("conv2", 0.5, True), ("conv2", 0.7, False), ("conv2", 0.8, False)]
+    assert s["kernels_pruned"]["conv2"] == 512 and s["weights_pruned"]["fc1"] == 6400
+    out = capsys.readouterr().out
+    assert "round 4: conv2 to 0.80" in out and "conv2 stays at its last fraction within budget" in out
+
+
+def test_per_layer_budget_needs_fraction_selection_and_known_layers(trained, small_data):
+    with pytest.raises(BadInput, match="per_layer steps each layer by its own fraction"):
+        prune_gradual(trained, small_data, config(layers=["conv2"], budget="per_layer", select="global_fraction"))
+    with pytest.raises(BadInput, match="layer_schedule: 'conv1' is not among the pruned layers"):
+        prune_gradual(trained, small_data, config(layers=["conv2"], budget="per_layer",
+                                                  layer_schedule={"conv1": [0.5]}))
+
+
+def test_per_layer_budget_resumes_to_the_same_result(monkeypatch, tmp_path, trained, small_data):
+    """Interrupted right after a layer closed (the run went back to the kept model), resumed."""
+    _scripted_by_fraction(monkeypatch, lambda conv2, fc1: fc1 > 0.91)
+    cfg = config(layers=["conv2", "fc1"], budget="per_layer", schedule=[0.5, 0.9, 0.98], epochs=0,
+                 max_accuracy_drop=0.05, patience=0)
+    _, expected = prune_gradual(trained, small_data, cfg, progress=False)
+    real_save = RoundCheckpoint.save
+
+    def save_then_interrupt(self, round_index, state, models):
+        real_save(self, round_index, state, models)
+        if round_index == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RoundCheckpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        prune_gradual(trained, small_data, cfg, progress=False, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(RoundCheckpoint, "save", real_save)
+    assert json.loads((tmp_path / "rounds" / "state.json").read_text())["closed"] == ["fc1"]
+    resumed, summary = prune_gradual(trained, small_data, cfg, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert [(r["layer"], r["within_budget"]) for r in summary["history"][1:]] == [
+        (r["layer"], r["within_budget"]) for r in expected["history"][1:]]
+    assert summary["kernels_pruned"] == expected["kernels_pruned"]
+    assert summary["weights_pruned"] == expected["weights_pruned"]
 
 
 @pytest.mark.slow
@@ -167,7 +240,7 @@ def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(
 ):
     """Round 2 is over budget, so after it the kept model is round 1's, not the current one."""
     by_pruned = {0: 0.90, 103: 0.95, 205: 0.80, 308: 0.90, 410: 0.70, 512: 0.70}
-    monkeypatch.setattr(retrain, "evaluate", lambda model, data: {
+    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {
         "val_accuracy": by_pruned[int(masks_of(model).get("conv2", np.zeros(0)).sum())], "test_accuracy": None})
     cfg = config(layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5], epochs=1, max_accuracy_drop=0.05, patience=1)
     unbroken, expected = prune_gradual(trained, small_data, cfg, progress=False)

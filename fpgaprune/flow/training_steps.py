@@ -232,7 +232,8 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..masks import empty_masks, masks_of, save_masks
     from ..report.text import prune_table
     from ..spec import write_masks
-    from ..training.retrain import prune_gradual, prune_oneshot
+    from ..training.gradual import prune_gradual
+    from ..training.retrain import prune_oneshot
 
     baseline_model, _ = run.load("baseline")
     data = run.load_data(options.test_data)

@@ -1,0 +1,257 @@
+"""Gradual pruning: prune more, retrain, round by round, while validation accuracy holds.
+
+Layers advance along their schedules in *groups*. With `prune.budget: shared` all pruned layers
+are one group: every round raises them all to the schedule's next fraction, and the first round
+over budget (after `patience`) ends the run. With `prune.budget: per_layer` each layer is its own
+group: every round steps one layer, the one whose next step removes the most estimated hardware
+cost (weights x weight bits), and a layer over budget (after `patience`) is closed while the others
+go on, so each layer stops at the fraction it can take (conv2 at 98% beside fc1 at 90%, where one
+shared fraction would stop both where the weaker gives out).
+
+    model, summary = prune_gradual(baseline, data, cfg)
+    summary["history"][-1]["fractions"]     # e.g. {'conv2': 0.98, 'fc1': 0.9}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from ..analysis.counts import units_fraction
+from ..analysis.kernels import check_layers, dense_names, kernel_norms, propose
+from ..checkpoint import RoundCheckpoint, remove_checkpoint
+from ..config import Config, PruneConfig
+from ..data import Dataset
+from ..errors import BadInput
+from ..masks import apply_masks, masks_of
+from ..process import reseed
+from .fit import evaluate
+from .retrain import _round, fraction_schedule, masked_retrain, prune_summary
+
+SHARED = "all"  # the one group's name under budget: shared
+
+
+@dataclass
+class _GradualState:
+    """Where gradual pruning stands: what a round checkpoint saves and a resumed run restores."""
+
+    history: list[dict]
+    current: tf.keras.Model  # the last round's model (pruning continues from it)
+    current_masks: dict[str, np.ndarray]
+    kept: tf.keras.Model  # the last model within budget (the input model before any round)
+    kept_masks: dict[str, np.ndarray]
+    kept_scores: dict
+    # the magnitudes the kept masks were chosen from (the model that round ranked), for plots
+    kept_ranked: dict[str, np.ndarray] | None = None
+    rounds_done: int = 0
+    steps: dict[str, int] = field(default_factory=dict)  # group -> schedule steps in `current`
+    kept_steps: dict[str, int] = field(default_factory=dict)  # ... in `kept`
+    misses: dict[str, int] = field(default_factory=dict)  # group -> rounds over budget in a row
+    closed: list[str] = field(default_factory=list)  # groups that gave out (or finished)
+
+
+def layer_groups(p: PruneConfig, layers: list[str]) -> dict[str, list[str]]:
+    """Group name -> the layers that step together."""
+    return {name: [name] for name in layers} if p.budget == "per_layer" else {SHARED: list(layers)}
+
+
+def group_schedules(p: PruneConfig, groups: dict[str, list[str]]) -> dict[str, list[float]]:
+    """Each group's fractions: `layer_schedule[layer]` where set, else the shared schedule."""
+    shared = fraction_schedule(p)
+    return {g: [float(f) for f in (p.layer_schedule or {}).get(g, shared)] for g in groups}
+
+
+def unit_costs(model: tf.keras.Model, cfg: Config, layers: list[str]) -> dict[str, float]:
+    """A layer's estimated cost per pruned fraction: its weights x their quantized bits.
+
+    Only the order matters (which layer steps next), so the multiplier rule's common factors
+    (activation bits, the constant) are left out.
+    """
+    q = cfg.quantize
+    by_name = {layer.name: layer for layer in model.layers}
+    out = {}
+    for name in layers:
+        bits = (q.layers or {}).get(name, {}).get("bits", q.weight_bits)
+        out[name] = float(np.prod(by_name[name].get_weights()[0].shape)) * float(bits)
+    return out
+
+
+def prune_gradual(
+    model: tf.keras.Model,
+    data: Dataset,
+    cfg: Config,
+    *,
+    verbose: int = 0,
+    progress: bool = True,
+    callbacks: list | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> tuple[tf.keras.Model, dict]:
+    """Prune more and retrain, round by round, while validation accuracy stays within budget.
+
+    Validation accuracy on a few hundred images is noisy, so up to `prune.patience` rounds of a
+    group over budget in a row are tolerated (pruning continues from them); the model returned is
+    always the last one within budget; `summary["ranked_norms"]` holds the magnitudes its masks
+    were ranked from (the previous round's model). Each round is seeded by (seed, round) alone. With
+    `checkpoint_dir`, every epoch and every finished round is saved; `resume` continues from
+    the last of them and ends where an uninterrupted run would.
+    """
+    p = cfg.prune
+    _check_gradual(p, data)
+    start = time.perf_counter()
+    layers = check_layers(model, p.layers)
+    _check_layer_schedules(p, layers)
+    groups = layer_groups(p, layers)
+    schedules = group_schedules(p, groups)
+    costs = unit_costs(model, cfg, layers)
+    baseline = evaluate(model, data)
+    floor = baseline["val_accuracy"] - p.max_accuracy_drop
+    saved = (RoundCheckpoint(Path(checkpoint_dir) / "rounds", cfg.model.allow_custom_code)
+             if checkpoint_dir is not None else None)
+    state = _start_gradual(model, baseline, saved if resume else None, groups)
+    # disable=None: tqdm draws the bar only on a terminal, so logs get the round lines alone.
+    rounds = tqdm(total=sum(map(len, schedules.values())), desc="gradual pruning", unit="round",
+                  initial=state.rounds_done, disable=None if progress else True)
+    while (group := _next_group(state, groups, schedules, costs)) is not None:
+        i = state.rounds_done + 1
+        epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
+        closed = _prune_round(state, i, group, groups, schedules, data, cfg, layers, floor,
+                              verbose=verbose, callbacks=callbacks, checkpoint_dir=epochs_dir, resume=resume)
+        if progress:
+            rounds.write(_round_line(state.history[-1], floor, closed, len(groups) > 1))
+        if saved is not None:
+            _save_round(saved, state, model)
+            remove_checkpoint(epochs_dir)
+        rounds.update()
+    rounds.close()
+
+    kept = apply_masks(model, state.kept_masks) if state.kept is model else state.kept  # no round fitted: a copy
+    seconds = time.perf_counter() - start
+    summary = prune_summary(kept, state.kept_masks, baseline, state.kept_scores, cfg, "gradual", state.history, seconds)
+    summary["budget"] = p.budget
+    summary["val_accuracy_floor"] = floor
+    summary["ranked_norms"] = state.kept_ranked  # arrays, not JSON: the prune step saves them beside the model
+    return kept, summary
+
+
+def _check_gradual(p: PruneConfig, data: Dataset) -> None:
+    if p.select not in ("fraction", "global_fraction"):
+        raise BadInput(
+            f"prune.select: gradual mode raises a fraction; use 'fraction' or 'global_fraction', not {p.select!r}"
+        )
+    if p.budget == "per_layer" and p.select != "fraction":
+        raise BadInput("prune.budget: per_layer steps each layer by its own fraction, so select must be 'fraction', "
+                       f"not {p.select!r}")
+    if len(data.x_val) == 0:
+        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+
+
+def _check_layer_schedules(p: PruneConfig, layers: list[str]) -> None:
+    for name in p.layer_schedule or {}:
+        if name not in layers:
+            raise BadInput(f"prune.layer_schedule: {name!r} is not among the pruned layers ({', '.join(layers)})")
+        if p.budget != "per_layer":
+            raise BadInput("prune.layer_schedule: a schedule per layer needs prune.budget: per_layer")
+
+
+def _start_gradual(model: tf.keras.Model, baseline: dict, saved: RoundCheckpoint | None,
+                   groups: dict[str, list[str]]) -> _GradualState:
+    """Round 0 (the input model, within budget by definition), or the last saved round."""
+    masks = masks_of(model)
+    zero = {g: 0 for g in groups}
+    if saved is None or not saved.exists():
+        return _GradualState([_round(0, 0.0, {}, baseline, None, True)], model, masks, model, masks, baseline,
+                             steps=dict(zero), kept_steps=dict(zero), misses=dict(zero))
+    state, models = saved.load()
+    if set(state.get("steps", {})) != set(groups):
+        raise BadInput(f"checkpoint {saved.folder}: saved with other pruned layers or budget; --force to start over")
+    current = models["current"]
+    kept = models.get("kept", current) if state["kept"] != "baseline" else model
+    ranked = {k: np.asarray(v, np.float64) for k, v in (state.get("kept_ranked") or {}).items()} or None
+    return _GradualState(
+        state["history"], current, masks_of(current), kept, masks_of(kept), state["kept_scores"], ranked,
+        rounds_done=state["round"], steps=state["steps"], kept_steps=state["kept_steps"], misses=state["misses"],
+        closed=state["closed"],
+    )
+
+
+def _next_group(state: _GradualState, groups, schedules, costs) -> str | None:
+    """The open group whose next step removes the most estimated cost (None: all done)."""
+    def removed(g: str) -> float:
+        at = state.steps[g]
+        before = schedules[g][at - 1] if at else 0.0
+        return (schedules[g][at] - before) * sum(costs[name] for name in groups[g])
+
+    open_groups = [g for g in groups if g not in state.closed and state.steps[g] < len(schedules[g])]
+    return max(open_groups, key=removed) if open_groups else None
+
+
+def _prune_round(state: _GradualState, i: int, group: str, groups, schedules, data: Dataset, cfg: Config,
+                 layers: list[str], floor: float, **fit_options) -> bool:
+    """Round i: step `group` to its next fraction, retrain, keep the model if within budget.
+
+    Returns whether the group closed: over budget more than `patience` rounds in a row, so the
+    run goes back to the kept model and goes on with the other groups.
+    """
+    p = cfg.prune
+    reseed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
+    fraction = schedules[group][state.steps[group]]
+    norms = kernel_norms(state.current, p.norm, p.normalize, layers=layers)
+    stepped = groups[group]
+    masks = {**state.current_masks,
+             **propose(norms, p.select, fraction=fraction, layers=stepped, already=state.current_masks,
+                       dense=dense_names(state.current, stepped))}
+    state.current, result = masked_retrain(state.current, masks, data, cfg, seed=cfg.seed + i, **fit_options)
+    state.current_masks = masks
+    state.steps = {**state.steps, group: state.steps[group] + 1}
+    scores = evaluate(state.current, data)
+    within = scores["val_accuracy"] >= floor - 1e-9
+    row = _round(i, units_fraction(state.current, masks) if len(groups) > 1 else fraction, masks, scores, result,
+                 within, dense_names(state.current, layers))
+    if len(groups) > 1:
+        row["layer"] = group
+        row["fractions"] = {g: (schedules[g][state.steps[g] - 1] if state.steps[g] else 0.0) for g in groups}
+    state.history.append(row)
+    state.rounds_done = i
+    if within:
+        state.kept, state.kept_masks, state.kept_scores = state.current, masks, scores
+        state.kept_ranked, state.kept_steps = norms, dict(state.steps)
+        state.misses = {g: 0 for g in groups}
+    else:
+        state.misses = {**state.misses, group: state.misses[group] + 1}
+    if state.misses[group] > p.patience:
+        # back to the last model within budget; the group is done, the others go on from there
+        state.closed = [*state.closed, group]
+        state.current, state.current_masks, state.steps = state.kept, state.kept_masks, dict(state.kept_steps)
+        state.misses = {g: 0 for g in groups}
+        return True
+    return False
+
+
+def _save_round(saved: RoundCheckpoint, state: _GradualState, model: tf.keras.Model) -> None:
+    """Checkpoint the finished round; the kept model is saved only when it is neither input nor current."""
+    kept = "baseline" if state.kept is model else ("current" if state.kept is state.current else "kept")
+    models = {"current": state.current, **({"kept": state.kept} if kept == "kept" else {})}
+    loop = {"history": state.history, "misses": state.misses, "kept": kept, "kept_scores": state.kept_scores,
+            "kept_ranked": state.kept_ranked, "steps": state.steps, "kept_steps": state.kept_steps,
+            "closed": state.closed}
+    saved.save(state.rounds_done, loop, models)
+
+
+def _round_line(row: dict, floor: float, closed: bool, per_layer: bool) -> str:
+    pruned = ", ".join([*(f"{k} {v}" for k, v in row["kernels_pruned"].items()),
+                        *(f"{k} {v} weights" for k, v in row.get("weights_pruned", {}).items())])
+    test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
+    verdict = "within budget" if row["within_budget"] else f"over budget (val < {floor:.4f})"
+    if closed and not row["within_budget"]:
+        verdict += f"; {row['layer']} stays at its last fraction within budget" if per_layer else "; stop"
+    val = f"val {row['val_accuracy']:.4f}{test}"
+    if per_layer:
+        step = f"{row['layer']} to {row['fractions'][row['layer']]:.2f}"
+        return f"round {row['round']}: {step} ({pruned}): {val}: {verdict}"
+    return f"round {row['round']}: fraction {row['fraction']:.2f} ({pruned}): {val}: {verdict}"
