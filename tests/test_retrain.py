@@ -10,7 +10,7 @@ import yaml
 
 from fpgaprune.checkpoint import RoundCheckpoint
 from fpgaprune.cli import main
-from fpgaprune.config import Config, PruneConfig
+from fpgaprune.config import Config, PruneConfig, reference_config
 from fpgaprune.errors import BadInput
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
 from fpgaprune.models import build_reference_cnn, load_model_file, load_saved_model
@@ -168,10 +168,13 @@ def _scripted_by_fraction(monkeypatch, fails):
 
 def test_per_layer_budget_lets_each_layer_stop_at_its_own_fraction(monkeypatch, trained, small_data):
     """fc1 gives out above 0.9, conv2 does not: conv2 goes on to 0.98 while fc1 stays at 0.9,
-    where a shared fraction stops both at 0.9. The costlier step goes first (fc1: 25,600 weights)."""
+    where a shared fraction stops both at 0.9. The costlier step goes first: weights x the
+    quantizer's bits (the reference's conv2 6 bits: 55,296; fc1 4 bits: 102,400)."""
     _scripted_by_fraction(monkeypatch, lambda conv2, fc1: fc1 > 0.91)
     common = dict(layers=["conv2", "fc1"], schedule=[0.5, 0.9, 0.98], epochs=0, max_accuracy_drop=0.05, patience=0)
-    model, s = prune_gradual(trained, small_data, config(budget="per_layer", **common), progress=False)
+    cfg = config(budget="per_layer", **common)
+    cfg = replace(cfg, quantize=reference_config().quantize)
+    model, s = prune_gradual(trained, small_data, cfg, progress=False)
     rows = s["history"][1:]
     assert [r["layer"] for r in rows] == ["fc1", "fc1", "conv2", "conv2", "fc1", "conv2"]
     assert [r["within_budget"] for r in rows] == [True, True, True, True, False, True]

@@ -76,7 +76,8 @@ def unit_costs(model: tf.keras.Model, cfg: Config, layers: list[str]) -> dict[st
     by_name = {layer.name: layer for layer in model.layers}
     out = {}
     for name in layers:
-        bits = (q.layers or {}).get(name, {}).get("bits", q.weight_bits)
+        own = (q.layers or {}).get(name)
+        bits = own.bits if own is not None else q.weight_bits
         out[name] = float(np.prod(by_name[name].get_weights()[0].shape)) * float(bits)
     return out
 
