@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from fpgaprune.analysis.kernels import kernel_norms
 from fpgaprune.checkpoint import RoundCheckpoint
 from fpgaprune.cli import main
 from fpgaprune.config import Config, PruneConfig, reference_config
@@ -157,8 +158,11 @@ def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, traine
         assert np.array_equal(a, b)
 
 
-def _scripted_by_fraction(monkeypatch, fails):
-    """Validation accuracy 0.9, or 0.5 where `fails(conv2 fraction, fc1 fraction)` says so."""
+def _scripted_by_fraction(monkeypatch, fails, added=None):
+    """Validation accuracy 0.9, or 0.5 where `fails(conv2 fraction, fc1 fraction)` says so; the
+    loss a step adds is `added[layer]` (default: the same for all, so cost alone orders the steps)."""
+    monkeypatch.setattr(gradual, "loss_increases",
+                        lambda model, candidates, data: {g: (added or {}).get(g, 1.0) for g in candidates})
     def evaluate(model, data):
         masks = masks_of(model)
         f = {name: float(masks[name].mean()) if name in masks else 0.0 for name in ("conv2", "fc1")}
@@ -186,6 +190,28 @@ def test_per_layer_budget_lets_each_layer_stop_at_its_own_fraction(monkeypatch, 
 
     _, shared = prune_gradual(trained, small_data, config(**common), progress=False)
     assert shared["kernels_pruned"]["conv2"] == int(np.ceil(0.9 * 1024)) and shared["weights_pruned"]["fc1"] == 23040
+
+
+def test_per_layer_order_weighs_cost_against_the_loss_a_step_adds(monkeypatch, trained, small_data):
+    """fc1's steps save more cost, but each adds 10x the loss of conv2's: conv2 goes first."""
+    _scripted_by_fraction(monkeypatch, lambda conv2, fc1: False, added={"conv2": 0.01, "fc1": 0.1})
+    cfg = replace(config(layers=["conv2", "fc1"], budget="per_layer", schedule=[0.5, 0.9], epochs=0),
+                  quantize=reference_config().quantize)
+    _, s = prune_gradual(trained, small_data, cfg, progress=False)
+    assert [r["layer"] for r in s["history"][1:]] == ["conv2", "conv2", "fc1", "fc1"]
+
+
+def test_loss_increases_measures_zeroed_kernels_and_restores_the_model(trained, small_data):
+    norms = kernel_norms(trained, "l1", layers=["conv2"])
+    order = np.argsort(norms["conv2"].ravel())
+    smallest, largest = (np.zeros(1024, bool) for _ in range(2))
+    smallest[order[:300]], largest[order[-300:]] = True, True
+    before = [w.copy() for w in trained.get_weights()]
+    added = gradual.loss_increases(trained, {"small": {"conv2": smallest.reshape(32, 32)},
+                                             "large": {"conv2": largest.reshape(32, 32)}}, small_data)
+    assert 0 <= added["small"] < added["large"]
+    for a, b in zip(before, trained.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_per_layer_budget_patience_and_own_schedules(monkeypatch, trained, small_data, capsys):

@@ -3,10 +3,11 @@
 Layers advance along their schedules in *groups*. With `prune.budget: shared` all pruned layers
 are one group: every round raises them all to the schedule's next fraction, and the first round
 over budget (after `patience`) ends the run. With `prune.budget: per_layer` each layer is its own
-group: every round steps one layer, the one whose next step removes the most estimated hardware
-cost (weights x weight bits), and a layer over budget (after `patience`) is closed while the others
-go on, so each layer stops at the fraction it can take (conv2 at 98% beside fc1 at 90%, where one
-shared fraction would stop both where the weaker gives out).
+group and every round steps one layer: the one whose next step removes the most estimated
+hardware cost (weights x weight bits) per unit of validation loss it adds when its next kernels
+are zeroed without retraining (a greedy knapsack: cost saved against accuracy spent). A layer
+over budget (after `patience`) is closed while the others go on, so each layer stops at the
+fraction it can take, where one shared fraction stops all where the weakest gives out.
 
     model, summary = prune_gradual(baseline, data, cfg)
     summary["history"][-1]["fractions"]     # e.g. {'conv2': 0.98, 'fc1': 0.9}
@@ -28,7 +29,7 @@ from ..checkpoint import RoundCheckpoint, remove_checkpoint
 from ..config import Config, PruneConfig
 from ..data import Dataset
 from ..errors import BadInput
-from ..masks import apply_masks, masks_of
+from ..masks import apply_masks, conv_kernel, masks_of
 from ..process import reseed
 from .fit import evaluate
 from .retrain import _round, fraction_schedule, masked_retrain, prune_summary
@@ -82,6 +83,34 @@ def unit_costs(model: tf.keras.Model, cfg: Config, layers: list[str]) -> dict[st
     return out
 
 
+def val_loss(model: tf.keras.Model, data: Dataset) -> float:
+    """Cross-entropy on the validation split: a smoother signal than accuracy on a few hundred images."""
+    p = np.asarray(model.predict(data.x_val, batch_size=512, verbose=0), np.float64)
+    if p.min() < 0 or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-3):  # logits: make them probabilities
+        p = np.exp(p - p.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+    return float(np.mean(-np.log(np.clip(p[np.arange(len(p)), data.y_val], 1e-7, 1.0))))
+
+
+def loss_increases(model: tf.keras.Model, candidates: dict[str, dict[str, np.ndarray]], data: Dataset) -> dict:
+    """Per candidate, the validation loss added by zeroing its masks in `model` (restored after)."""
+    layers = {layer.name: layer for layer in model.layers}
+    kept = {name: conv_kernel(layers[name]).numpy() for masks in candidates.values() for name in masks}
+    before = val_loss(model, data)
+    out = {}
+    try:
+        for key, masks in candidates.items():
+            for name, pruned in masks.items():
+                conv_kernel(layers[name]).assign(np.where(pruned, np.float32(0.0), kept[name]))
+            out[key] = val_loss(model, data) - before
+            for name in masks:
+                conv_kernel(layers[name]).assign(kept[name])
+    finally:
+        for name, kernel in kept.items():
+            conv_kernel(layers[name]).assign(kernel)
+    return out
+
+
 def prune_gradual(
     model: tf.keras.Model,
     data: Dataset,
@@ -118,7 +147,7 @@ def prune_gradual(
     # disable=None: tqdm draws the bar only on a terminal, so logs get the round lines alone.
     rounds = tqdm(total=sum(map(len, schedules.values())), desc="gradual pruning", unit="round",
                   initial=state.rounds_done, disable=None if progress else True)
-    while (group := _next_group(state, groups, schedules, costs)) is not None:
+    while (group := _next_group(state, groups, schedules, costs, data, cfg, layers)) is not None:
         i = state.rounds_done + 1
         epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
         closed = _prune_round(state, i, group, groups, schedules, data, cfg, layers, floor,
@@ -181,15 +210,36 @@ def _start_gradual(model: tf.keras.Model, baseline: dict, saved: RoundCheckpoint
     )
 
 
-def _next_group(state: _GradualState, groups, schedules, costs) -> str | None:
-    """The open group whose next step removes the most estimated cost (None: all done)."""
+def _next_group(state: _GradualState, groups, schedules, costs, data: Dataset, cfg: Config,
+                layers: list[str]) -> str | None:
+    """The open group whose next step saves the most cost per validation loss it adds (None: all done).
+
+    One group (budget shared): that group, unmeasured.
+    """
+    open_groups = [g for g in groups if g not in state.closed and state.steps[g] < len(schedules[g])]
+    if len(open_groups) <= 1:
+        return open_groups[0] if open_groups else None
+
     def removed(g: str) -> float:
         at = state.steps[g]
         before = schedules[g][at - 1] if at else 0.0
         return (schedules[g][at] - before) * sum(costs[name] for name in groups[g])
 
-    open_groups = [g for g in groups if g not in state.closed and state.steps[g] < len(schedules[g])]
-    return max(open_groups, key=removed) if open_groups else None
+    p = cfg.prune
+    norms = kernel_norms(state.current, p.norm, p.normalize, layers=layers)
+    candidates = {g: _step_masks(state, g, groups, schedules, norms, p) for g in open_groups}
+    added = loss_increases(state.current, {g: {n: m for n, m in masks.items() if n in groups[g]}
+                                           for g, masks in candidates.items()}, data)
+    return max(open_groups, key=lambda g: removed(g) / max(added[g], 1e-4))
+
+
+def _step_masks(state: _GradualState, group: str, groups, schedules, norms, p: PruneConfig) -> dict[str, np.ndarray]:
+    """The current masks with `group`'s layers raised to its next fraction (ranked by `norms`)."""
+    stepped = groups[group]
+    fraction = schedules[group][state.steps[group]]
+    return {**state.current_masks,
+            **propose(norms, p.select, fraction=fraction, layers=stepped, already=state.current_masks,
+                      dense=dense_names(state.current, stepped))}
 
 
 def _prune_round(state: _GradualState, i: int, group: str, groups, schedules, data: Dataset, cfg: Config,
@@ -203,10 +253,7 @@ def _prune_round(state: _GradualState, i: int, group: str, groups, schedules, da
     reseed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
     fraction = schedules[group][state.steps[group]]
     norms = kernel_norms(state.current, p.norm, p.normalize, layers=layers)
-    stepped = groups[group]
-    masks = {**state.current_masks,
-             **propose(norms, p.select, fraction=fraction, layers=stepped, already=state.current_masks,
-                       dense=dense_names(state.current, stepped))}
+    masks = _step_masks(state, group, groups, schedules, norms, p)
     state.current, result = masked_retrain(state.current, masks, data, cfg, seed=cfg.seed + i, **fit_options)
     state.current_masks = masks
     state.steps = {**state.steps, group: state.steps[group] + 1}
