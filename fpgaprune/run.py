@@ -91,8 +91,7 @@ class Run:
 
     def is_older(self, stage: str, than: str) -> bool:
         """Whether `stage` was saved before `than` (both saved): it was made from an out-of-date source."""
-        mine, theirs = self.stage_dir(stage) / SUMMARY_FILE, self.stage_dir(than) / SUMMARY_FILE
-        return mine.is_file() and theirs.is_file() and theirs.stat().st_mtime > mine.stat().st_mtime
+        return written_before(self.stage_dir(stage) / SUMMARY_FILE, self.stage_dir(than) / SUMMARY_FILE)
 
     def summary(self, stage: str) -> dict | None:
         """A stage's summary.json, or None when the stage has not been run."""
@@ -150,6 +149,12 @@ class Run:
 
     def record_flow(self, record: dict) -> None:
         write_json(self.root / FLOW_FILE, record)
+
+
+def written_before(path: Path, than: Path) -> bool:
+    """Whether file `path` was last written before file `than`, both existing: what `path` was
+    made from has changed since. Stage-vs-stage (`Run.is_older`) and project-vs-stage staleness."""
+    return path.is_file() and than.is_file() and than.stat().st_mtime > path.stat().st_mtime
 
 
 def refuse_existing(folder: Path) -> None:

@@ -116,3 +116,45 @@ def test_multiplier_rules_per_strategy():
     # Resource_Unrolled: slots (rows of RF weights) that are all zero need no multiplier
     assert multipliers("resource_unrolled", 2, w) == 4 - 2
     assert multipliers("resource_unrolled", 4, w) == 2 - 1
+
+
+ESTIMATE_ROWS = [
+    {"name": "conv1", "kind": "Conv2D", "nonzero": 36, "lut": 1250, "dsp": 0, "cost_model": "multiplier rule"},
+    {"name": "fc1", "kind": "Dense", "nonzero": 12345, "lut": 61.5, "dsp": 4, "cost_model": "da4ml"},
+]
+
+
+def _estimate_project(tmp_path, rows=None):
+    """A project folder as `fpgaprune estimate` reads it: a manifest and, given rows, accounting.json."""
+    import json
+
+    project = tmp_path / "hls" / "est" / "Vivado"
+    project.mkdir(parents=True)
+    (project / "fpgaprune.json").write_text("{}")
+    if rows is not None:
+        (project / "accounting.json").write_text(json.dumps({"layers": rows}))
+    return project
+
+
+def test_estimate_prints_the_accounting_table(tmp_path, capsys):
+    from fpgaprune.cli import main
+
+    project = _estimate_project(tmp_path, ESTIMATE_ROWS)
+    assert main(["estimate", "--set", "name=est", "--set", f"export.output_dir={tmp_path}/hls"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("config: ") and out[1:] == [
+        f"{project}: accounting estimate",
+        "layer    type      non-zero     LUT    DSP  cost model",
+        "-------  ------  ----------  ------  -----  ---------------",
+        "conv1    Conv2D          36  1250        0  multiplier rule",
+        "fc1      Dense       12,345    61.5      4  da4ml",
+    ]
+
+
+def test_estimate_without_accounting_says_what_to_run(tmp_path, capsys):
+    from fpgaprune.cli import main
+
+    project = _estimate_project(tmp_path)
+    assert main(["estimate", "--set", "name=est", "--set", f"export.output_dir={tmp_path}/hls"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fpgaprune: error: {project}/accounting.json: no such file; run `fpgaprune export` first"]

@@ -94,6 +94,61 @@ def test_differences_are_located_with_the_trace(tmp_path):
     assert conv["max_abs_diff"] == 0.0  # exact up to the lookup table
 
 
+class _TracedModel:
+    """Stands in for a compiled hls4ml model: its trace is the float layers' outputs, one shifted."""
+
+    def __init__(self, outputs: dict, shifted: str):
+        self.outputs, self.shifted = outputs, shifted
+        self.layers = [_TracedLayer(name) for name in outputs]
+
+    def get_layers(self):
+        return self.layers
+
+    def trace(self, x):
+        print("Recompiling with tracing")
+        return None, {k: v + (1.0 if k == self.shifted else 0.0) for k, v in self.outputs.items()}
+
+
+class _TracedLayer:
+    def __init__(self, name):
+        self.name = name
+        self.attributes = {}
+
+    def set_attr(self, key, value):
+        self.attributes[key] = value
+
+    def get_output_variable(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(type=SimpleNamespace(precision=SimpleNamespace(width=16, integer=6)))
+
+
+def test_trace_matches_a_fused_activation_by_hls4ml_names(capsys):
+    """get_ymodel_keras splits conv's relu into `conv` and `conv_relu`, as hls4ml's trace names them."""
+    from fpgaprune.hw.csim import trace_differences
+
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(0)
+    inp = layers.Input((6, 6, 1), name="image")
+    x = layers.Conv2D(2, 3, activation="relu", name="conv")(inp)
+    out = layers.Dense(3, name="head")(layers.Flatten(name="flat")(x))
+    model = tf.keras.Model(inp, out)
+    images = np.random.RandomState(0).rand(4, 6, 6, 1).astype(np.float32)
+    probe = tf.keras.Model(inp, [model.get_layer("conv").output, out])
+    relu, head = probe.predict(images, verbose=0)
+    pre = tf.nn.convolution(images, model.get_layer("conv").kernel).numpy() + model.get_layer("conv").bias.numpy()
+    hls = _TracedModel({"conv": pre, "conv_relu": relu, "absent": head, "head": head}, shifted="conv_relu")
+
+    rows = trace_differences(hls, model, images)
+
+    assert [r["layer"] for r in rows] == ["conv", "conv_relu", "head"]
+    by_name = {r["layer"]: r for r in rows}
+    assert by_name["conv"]["max_abs_diff"] < 1e-5 and by_name["head"]["max_abs_diff"] < 1e-5
+    assert by_name["conv_relu"]["differs"] and by_name["conv_relu"]["max_diff_lsb"] == pytest.approx(2**10)
+    assert all(layer.attributes == {"trace": True} for layer in hls.layers)
+    assert capsys.readouterr().out == ""
+
+
 def test_compare_reports_lsb_and_agreement():
     ref = np.array([[0.5, 0.25], [0.0, 1.0]])
     out = compare(ref + np.array([[0.0, 0.0], [0.0, 2 * 2**-8]]), ref, 2**-8, labels=np.array([0, 1]))

@@ -167,3 +167,32 @@ def test_a_users_model_is_kept_as_brought_not_retrained(tmp_path):
     assert result.val_accuracy is not None and "kept as brought from file:" in lines[-1]
     with pytest.raises(BadInput, match="the reference CNN has no trained weights"):
         parse_config({"model": {"retrain": False}})
+
+
+def test_reuse_replaces_a_project_older_than_the_quantized_model(tmp_path):
+    """With reuse, a project exported before the quantized model was saved is exported again;
+    one exported after it with the same settings is kept; either file missing is not stale."""
+    import os
+    from dataclasses import asdict
+
+    from fpgaprune.flow.hw_steps import _exports_to_do
+    from fpgaprune.hw.export import MANIFEST
+    from fpgaprune.run import SUMMARY_FILE, written_before
+
+    cfg = tiny_config(tmp_path)
+    run = Run(cfg)
+    quantized = run.stage_dir("quantized") / SUMMARY_FILE
+    quantized.parent.mkdir(parents=True)
+    quantized.write_text("{}")
+    manifest = run.project_dir("Vivado") / MANIFEST
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"export_config": json.loads(json.dumps(asdict(cfg.export)))}))
+    saved = quantized.stat().st_mtime
+
+    os.utime(manifest, (saved - 60, saved - 60))
+    assert written_before(manifest, quantized)
+    assert _exports_to_do(run, cfg, Options(reuse=True)) == {"Vivado": True}
+    os.utime(manifest, (saved + 60, saved + 60))
+    assert not written_before(manifest, quantized)
+    assert _exports_to_do(run, cfg, Options(reuse=True)) == {}
+    assert not written_before(tmp_path / "absent", quantized) and not written_before(manifest, tmp_path / "absent")

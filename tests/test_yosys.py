@@ -54,8 +54,25 @@ def test_cli_without_yosys_exits_2_and_writes_nothing(monkeypatch, tmp_path, cap
     assert not list(tmp_path.rglob("yosys.json"))
 
 
-def test_parse_stat_and_input_kif():
+def test_parse_stat():
     text = "   CARRY4   3\n   LUT2   5\n   LUT6  2\n   FDRE  4\n   IBUF 9\n"
     assert ys.parse_stat(text) == {"lut": 7, "carry": 3, "ff": 4}
-    assert ys.input_kif("ap_fixed<8,4>", 8) == (True, 3, 4)
-    assert ys.input_kif("ap_ufixed<6,0>", 6) == (False, 0, 6)
+
+
+@pytest.mark.parametrize(
+    "precision, bits, kif",
+    [
+        ("ap_fixed<16,6>", 16, (True, 5, 10)),
+        ("ap_ufixed<8,0>", 8, (False, 0, 8)),
+        ("ap_int<8>", 8, (True, 7, 0)),
+        ("ap_uint<4>", 4, (False, 4, 0)),
+        ("ap_fixed<8,4>", 8, (True, 3, 4)),
+        ("ufixed<6,2,RND_CONV,SAT,0>", 6, (False, 2, 4)),  # hls4ml's own spelling, as the manifest holds it
+        ("fixed<8,1,TRN,WRAP,0>", 8, (True, 0, 7)),
+        ("", 6, (True, 5, 0)),  # unknown: a signed integer of the manifest's input bits
+        ("float", 6, (True, 5, 0)),
+        ("ap_fixed", 6, (True, 5, 0)),
+    ],
+)
+def test_input_kif_reads_hls4ml_types(precision, bits, kif):
+    assert ys.input_kif(precision, bits) == kif

@@ -8,7 +8,16 @@ from ..config import Config
 from ..errors import BadInput, WorkFailed, option, run_step
 from ..process import reseed
 from ..results import StageResult
-from ..run import ACCOUNTING_FILE, CSIM_SUMMARY, MASKS_FILE, SUMMARY_FILE, SYNTH_REPORT, Run, refuse_existing
+from ..run import (
+    ACCOUNTING_FILE,
+    CSIM_SUMMARY,
+    MASKS_FILE,
+    SUMMARY_FILE,
+    SYNTH_REPORT,
+    Run,
+    refuse_existing,
+    written_before,
+)
 from .options import Options
 
 # quantize.start_from -> the step that makes that stage.
@@ -102,9 +111,7 @@ def _exports_to_do(run: Run, cfg: Config, options: Options) -> dict[str, bool]:
     quantized = run.stage_dir("quantized") / SUMMARY_FILE
     for backend, folder in projects(run, cfg).items():
         if folder.exists() and not options.force:
-            manifest = folder / MANIFEST
-            older = manifest.is_file() and quantized.is_file() and quantized.stat().st_mtime > manifest.stat().st_mtime
-            if options.reuse and older:
+            if options.reuse and written_before(folder / MANIFEST, quantized):
                 todo[backend] = True
                 continue
             if options.reuse and same_settings(folder, cfg.export):

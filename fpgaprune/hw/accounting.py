@@ -17,13 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.counts import conv_mults_cut, mults_per_image
-from ..errors import BadInput
+from ..errors import BadInput, run_step
+from ..io import read_json
+from ..run import ACCOUNTING_FILE
 from .costs import DA, DA_STRATEGY, DSP_IN_LUTS, ZERO_SAVING, lut_equivalents, rule_cost, zeros_save
 from .devices import fit_summary, fit_warnings
 from .export import read_manifest
 from .weights import exported_kernel, read_weight_values
 
-__all__ = ["DSP_IN_LUTS", "lut_equivalents", "count_project", "check_masked_zeros", "as_dict", "format_table"]
+__all__ = ["DSP_IN_LUTS", "lut_equivalents", "count_project", "check_masked_zeros", "as_dict", "format_table",
+           "read_accounting", "format_accounting"]
 
 LUT_MODEL = ("LUT-equivalents = LUT + 55 x DSP; distributed-arithmetic layers: da4ml's LUT cost as hls4ml records "
              "it; other layers: the multiplier rule (b_w*b_a/2 LUTs per LUT-mapped multiplier, DSP per hls4ml's "
@@ -196,3 +199,19 @@ def format_table(rows: list[LayerCount]) -> str:
     table = tabulate(body, head, tablefmt="simple", disable_numparse=True, stralign="right")
     return (table + "\nunpruned (the baseline's shapes, every weight non-zero, multiplier rule) -> exported "
             "(weights read back from the project). " + LUT_MODEL + ".")
+
+
+def read_accounting(project: Path) -> list[dict]:
+    """The per-layer rows the accounting step wrote to a project (accounting.json), as saved."""
+    path = project / ACCOUNTING_FILE
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file; {run_step('export')}")
+    return read_json(path)["layers"]
+
+
+def format_accounting(rows: list[dict]) -> str:
+    """The short table of saved rows: per layer, non-zero weights, LUT, DSP and the cost model that priced it."""
+    from ..report.table import table
+
+    return table([[r["name"], r["kind"], r["nonzero"], r["lut"], r["dsp"], r["cost_model"]] for r in rows],
+                 ["layer", "type", "non-zero", "LUT", "DSP", "cost model"])

@@ -179,12 +179,20 @@ def compare(y_hls: np.ndarray, y_ref: np.ndarray, lsb: float, labels: np.ndarray
 
 
 def trace_differences(hls_model, keras_model: tf.keras.Model, x: np.ndarray) -> list[dict]:
-    """Per layer, the largest C-sim vs QKeras difference on `x` (hls4ml trace), in model order."""
+    """Per layer, the largest C-sim vs QKeras difference on `x`, in hls4ml's layer order.
+
+    Both sides come from hls4ml: `ModelGraph.trace` and profiling's `get_ymodel_keras`, which
+    names a fused activation's output `<layer>_<activation>` as the trace does; a layer is
+    compared where both name it with outputs of the same shape.
+    """
+    from hls4ml.model.profiling import get_ymodel_keras  # imports seaborn and pyplot: only when needed
+
     for layer in hls_model.get_layers():
         layer.set_attr("trace", True)
+    x = np.ascontiguousarray(x, dtype=np.float32)
     with contextlib.redirect_stdout(io.StringIO()):
-        _, hls_trace = hls_model.trace(np.ascontiguousarray(x, dtype=np.float32))
-    keras_trace = keras_layer_outputs(keras_model, x)
+        _, hls_trace = hls_model.trace(x)
+        keras_trace = get_ymodel_keras(keras_model, x)
     rows = []
     for layer in hls_model.get_layers():
         if layer.name not in hls_trace or layer.name not in keras_trace:
@@ -198,15 +206,6 @@ def trace_differences(hls_model, keras_model: tf.keras.Model, x: np.ndarray) -> 
         rows.append({"layer": layer.name, "precision": str(precision), "max_abs_diff": worst,
                      "max_diff_lsb": worst / lsb_of(precision), "differs": worst > 0})
     return rows
-
-
-def keras_layer_outputs(model: tf.keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every layer's output on `x` (what hls4ml's profiling.get_ymodel_keras does, without
-    its seaborn dependency); the layers of a quantized model map one to one to hls4ml's."""
-    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    probe = tf.keras.Model(model.inputs, [layer.output for layer in layers])
-    outputs = probe.predict(x, verbose=0)
-    return {layer.name: out for layer, out in zip(layers, outputs if len(layers) > 1 else [outputs], strict=True)}
 
 
 def run_csim(

@@ -37,13 +37,22 @@ def find_yosys() -> str:
 
 
 def input_kif(precision: str, bits: int) -> tuple[bool, int, int]:
-    """(signed, integer bits without sign, fractional bits) of an hls4ml type such as ap_fixed<16,6>."""
-    m = re.match(r"\s*(?:ap|ac)_(u?)(?:fixed|int)<\s*(\d+)\s*(?:,\s*(-?\d+))?", precision or "")
-    if not m:
+    """(signed, integer bits without sign, fractional bits) of an hls4ml type such as ap_fixed<16,6>.
+
+    hls4ml parses the string (the manifest holds its own spelling, fixed<8,1,RND_CONV,SAT,0>);
+    an empty string or one that is not a fixed-point or integer type counts as a signed
+    `bits`-bit integer.
+    """
+    from hls4ml.backends.fpga.fpga_backend import FPGABackend
+    from hls4ml.model.types import FixedPrecisionType, IntegerPrecisionType
+
+    try:
+        parsed = FPGABackend.convert_precision_string((precision or "").strip())
+    except (ValueError, AttributeError, IndexError):  # unknown kind; no <...>; too few fields
+        parsed = None
+    if not isinstance(parsed, FixedPrecisionType | IntegerPrecisionType):
         return True, bits - 1, 0
-    signed = m.group(1) != "u"
-    width = int(m.group(2))
-    integer = int(m.group(3)) if m.group(3) is not None else width
+    signed, width, integer = bool(parsed.signed), int(parsed.width), int(parsed.integer)
     return signed, integer - int(signed), width - integer
 
 

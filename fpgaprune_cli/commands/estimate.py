@@ -22,10 +22,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from fpgaprune.errors import BadInput
     from fpgaprune.hw.export import backend_names, project_dir, read_manifest
-    from fpgaprune.io import read_json
-    from fpgaprune.run import ACCOUNTING_FILE
 
     cfg = config_from_args(args)
     projects = [project_dir(cfg, b) for b in backend_names(cfg.export)]
@@ -40,14 +37,10 @@ def run(args) -> int:
             print(f"{project}: da4ml estimate vs Yosys ({out['tool']}, {out['script']})")
             print(format_rows(out["layers"]))
         return 0
-    for project in projects:
-        path = Path(project) / ACCOUNTING_FILE
-        if not path.is_file():
-            raise BadInput(f"{path}: no such file; run `fpgaprune export` first")
-        rows = read_json(path)["layers"]
-        from fpgaprune.report.table import table
+    from fpgaprune.hw.accounting import format_accounting, read_accounting
 
+    for project in projects:
+        rows = read_accounting(Path(project))
         print(f"{project}: accounting estimate")
-        print(table([[r["name"], r["kind"], r["nonzero"], r["lut"], r["dsp"], r["cost_model"]] for r in rows],
-                    ["layer", "type", "non-zero", "LUT", "DSP", "cost model"]))
+        print(format_accounting(rows))
     return 0
