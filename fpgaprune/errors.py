@@ -37,6 +37,7 @@ STEP_COMMANDS = {
     "transfer": "make transfer",
     "quantize": "fpgaprune quantize --config ...",
     "export": "fpgaprune export",
+    "accounting": "make hls",
 }
 _MARK = re.compile(r"\x00(option|step):(\w+)\x00")
 

@@ -157,4 +157,4 @@ def test_estimate_without_accounting_says_what_to_run(tmp_path, capsys):
     project = _estimate_project(tmp_path)
     assert main(["estimate", "--set", "name=est", "--set", f"export.output_dir={tmp_path}/hls"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fpgaprune: error: {project}/accounting.json: no such file; run `fpgaprune export` first"]
+    assert err == [f"fpgaprune: error: {project}/accounting.json: no such file; run `make hls` first"]

@@ -16,7 +16,7 @@ from fpgaprune.errors import BadInput
 from fpgaprune.masks import masked_max_abs, masks_of, save_masks
 from fpgaprune.models import build_reference_cnn, load_model_file, load_saved_model
 from fpgaprune.process import reseed
-from fpgaprune.training import gradual, retrain
+from fpgaprune.training import gradual
 from fpgaprune.training.fit import compile_model, make_optimizer
 from fpgaprune.training.gradual import prune_gradual
 from fpgaprune.training.retrain import fraction_schedule, masked_retrain, prune_oneshot

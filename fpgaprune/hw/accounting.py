@@ -205,7 +205,7 @@ def read_accounting(project: Path) -> list[dict]:
     """The per-layer rows the accounting step wrote to a project (accounting.json), as saved."""
     path = project / ACCOUNTING_FILE
     if not path.is_file():
-        raise BadInput(f"{path}: no such file; {run_step('export')}")
+        raise BadInput(f"{path}: no such file; {run_step('accounting')}")
     return read_json(path)["layers"]
 
 

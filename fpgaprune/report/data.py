@@ -25,6 +25,7 @@ from ..run import (
     REPORT_PAGE,
     SUMMARY_FILE,
     Run,
+    written_before,
 )
 
 PAGE = REPORT_PAGE
@@ -177,16 +178,12 @@ def ranked_norms(cfg: Config, models: dict, pruned: dict | None, base_norms) -> 
 
 def stale_stages(cfg: Config, projects: dict[str, Path]) -> dict[str, str]:
     """Stages saved before the stage they were made from (re-run since): stage -> that input."""
-    def saved_at(path: Path) -> float | None:
-        return path.stat().st_mtime if path.is_file() else None
-
     inputs = {"analysis": "baseline", "pruned": "baseline", "reduced": "pruned", "transfer": cfg.transfer.start_from,
               "quantized": cfg.quantize.start_from}
-    times = {s: saved_at(cfg.run_dir / s / SUMMARY_FILE) for s in STAGES}
-    out = {s: src for s, src in inputs.items() if times[s] and times.get(src) and times[s] < times[src]}
+    summary = {s: cfg.run_dir / s / SUMMARY_FILE for s in STAGES}
+    out = {s: src for s, src in inputs.items() if src in summary and written_before(summary[s], summary[src])}
     for backend, project in projects.items():
-        t = saved_at(project / CSIM_SUMMARY)
-        if t and times["quantized"] and t < times["quantized"]:
+        if written_before(project / CSIM_SUMMARY, summary["quantized"]):
             out[f"C-sim ({backend})"] = "quantized"
     return out
 
