@@ -69,3 +69,27 @@ def test_prune_table_is_one_aligned_table():
     assert len({len(line) for line in rows}) == 1  # every row, empty cells included, padded by tabulate
     assert rows[2].split() == ["conv2", "1,024", "1,004", "20", "1,327,104", "25,920"]
     assert "non-zero conv multiplications per image cut by 98.0%" in prune_table(s)
+
+
+def test_unseeded_initializer_warning_is_silenced():
+    """TF warns when one unseeded initializer is called twice (rebuilding layers from their configs
+    does); fpgaprune copies the weights afterwards, so the warning is noise."""
+    import warnings
+
+    import tensorflow as tf
+
+    from fpgaprune.process import quiet_tensorflow
+
+    def twice():
+        init = tf.keras.initializers.GlorotUniform()
+        init((2, 2)), init((2, 2))
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        twice()
+    assert any("unseeded" in str(w.message) for w in seen)  # TF does warn
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_tensorflow()
+        twice()
+    assert not any("unseeded" in str(w.message) for w in seen)
