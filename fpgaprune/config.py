@@ -144,6 +144,11 @@ class PruneConfig:
     learning_rate: float | None = rule(None, min=1e-7, max=10.0)
     # Also zero (and lock) the bias of a fully pruned output channel.
     prune_bias: bool = False
+    # Sparsity terms added to the loss while the pruned layers retrain (0 = off): group_lasso
+    # sums each 2-D kernel's L2 norm (whole kernels shrink before the next round prunes them);
+    # l1 sums |w| (quantization then zeroes more kept weights). Keras-regularizer strengths, e.g. 1e-5.
+    group_lasso: float = rule(0.0, min=0.0, max=1.0)
+    l1: float = rule(0.0, min=0.0, max=1.0)
 
     def validate(self, path: str) -> None:
         if self.select == "threshold" and self.threshold is None:

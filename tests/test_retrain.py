@@ -422,3 +422,21 @@ def test_reference_config_prunes_80_percent_of_conv2_within_half_a_point(tmp_pat
     assert s["val_accuracy_after"] >= s["val_accuracy_baseline"] - 0.005  # the budget, on validation
     assert s["masked_max_abs"] == 0.0
     assert len(s["history"]) >= 3 and all("test_accuracy" in r for r in s["history"])
+
+
+def test_group_lasso_and_l1_shrink_the_pruned_layers_and_masked_weights_stay_zero(trained, small_data):
+    """Retraining with the terms leaves conv2's kept kernels and fc1's weights smaller than the
+    same retraining without them; the masked kernels stay exactly 0.0."""
+    norms = kernel_norms(trained, "l2", layers=["conv2"])["conv2"]
+    masks = {"conv2": norms < np.quantile(norms, 0.5)}
+    plain, _ = masked_retrain(trained, masks, small_data, config(layers=["conv2", "fc1"], epochs=2, learning_rate=0.01), verbose=0)
+    pushed, _ = masked_retrain(trained, masks, small_data,
+                               config(layers=["conv2", "fc1"], epochs=2, learning_rate=0.01, group_lasso=3e-3, l1=1e-4),
+                               verbose=0)
+    assert len(pushed.losses) == 4 and not plain.losses  # both terms on conv2 and on fc1 (not yet masked)
+    kept = ~masks["conv2"]
+    plain_norms, pushed_norms = (kernel_norms(m, "l2", layers=["conv2"])["conv2"][kept] for m in (plain, pushed))
+    assert np.median(pushed_norms) < 0.8 * np.median(plain_norms)
+    fc1 = [np.abs(m.get_layer("fc1").kernel.numpy()).mean() for m in (plain, pushed)]
+    assert fc1[1] < 0.8 * fc1[0]
+    assert masked_max_abs(pushed, masks) == 0.0

@@ -21,12 +21,13 @@ import numpy as np
 import tensorflow as tf
 
 from ..analysis.counts import kernel_counts, macs_summary, units_fraction, weight_counts
-from ..analysis.kernels import dense_names
+from ..analysis.kernels import check_layers, dense_names
 from ..config import Config, PruneConfig, config_to_dict
 from ..data import Dataset
 from ..masks import apply_masks, masked_max_abs, masks_of
 from ..process import reseed
 from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, resolved_optimizer
+from .regularize import add_sparsity_terms
 
 
 def fraction_schedule(p: PruneConfig) -> list[float]:
@@ -60,6 +61,9 @@ def masked_retrain(
     """
     p = cfg.prune
     pruned = apply_masks(model, masks, prune_bias=p.prune_bias)
+    if p.l1 or p.group_lasso:  # on every layer being pruned, masked yet or not
+        add_sparsity_terms(pruned, sorted({*check_layers(pruned, p.layers), *masks}), l1=p.l1,
+                           group_lasso=p.group_lasso)
     compile_model(pruned, optimizer_from(cfg.train, p.optimizer, p.learning_rate), masked=True)
     epochs = p.epochs if epochs is None else epochs
     if epochs == 0:
