@@ -102,3 +102,18 @@ def test_yaml_merge_keys_still_override(tmp_path):
     path = tmp_path / "merge.yaml"
     path.write_text("train:\n  epochs: 2\nquantize:\n  <<: {epochs: 5}\n  epochs: 1\n")
     assert load_config(path).quantize.epochs == 1
+
+
+def test_exponents_without_a_dot_are_numbers_in_files_and_overrides(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-4 as a string; a config file and --set read it as 0.0001."""
+    from fpgaprune_cli import build_parser
+    from fpgaprune_cli.commands.common import config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("prune:\n  group_lasso: 1e-4\n  l1: 5E-6\n  learning_rate: 3.0e-4\n")
+    cfg = load_config(path)
+    assert (cfg.prune.group_lasso, cfg.prune.l1, cfg.prune.learning_rate) == (1e-4, 5e-6, 3e-4)
+    args = build_parser().parse_args(["prune", "--config", str(path), "--set", "prune.l1=2e-5",
+                                      "--set", "name=1e3run"])
+    cfg = config_from_args(args)
+    assert cfg.prune.l1 == 2e-5 and cfg.name == "1e3run"  # a name is not a number

@@ -429,7 +429,8 @@ def test_group_lasso_and_l1_shrink_the_pruned_layers_and_masked_weights_stay_zer
     same retraining without them; the masked kernels stay exactly 0.0."""
     norms = kernel_norms(trained, "l2", layers=["conv2"])["conv2"]
     masks = {"conv2": norms < np.quantile(norms, 0.5)}
-    plain, _ = masked_retrain(trained, masks, small_data, config(layers=["conv2", "fc1"], epochs=2, learning_rate=0.01), verbose=0)
+    plain, _ = masked_retrain(trained, masks, small_data, config(layers=["conv2", "fc1"], epochs=2, learning_rate=0.01),
+                              verbose=0)
     pushed, _ = masked_retrain(trained, masks, small_data,
                                config(layers=["conv2", "fc1"], epochs=2, learning_rate=0.01, group_lasso=3e-3, l1=1e-4),
                                verbose=0)

@@ -51,12 +51,13 @@ def apply_override(data: dict, assignment: str) -> None:
     import yaml
 
     from fpgaprune.errors import BadInput
+    from fpgaprune.yamlio import load_yaml
 
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise BadInput(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=2")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError:
         raise BadInput(f"--set {assignment!r}: the value is not valid YAML") from None
     parts = key.split(".")
