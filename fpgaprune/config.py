@@ -110,6 +110,10 @@ class PruneConfig:
     norm: Literal["l1", "l2", "max"] = "l1"
     # Divide each layer's magnitudes by the layer's mean, so one threshold fits all layers.
     normalize: bool = False
+    # Channel-aware ranking: each kernel's magnitude times (its input and output channels' share
+    # of the layer's magnitude)^channel_weight, so kernels in weak channels go first and whole
+    # channels empty out for `reduce` to remove (a conv1 filter, fc1's inputs); 0 = magnitude alone.
+    channel_weight: float = rule(0.0, min=0.0, max=4.0)
     # How kernels are chosen: threshold (magnitude below `threshold`), fraction (of each
     # layer), global_fraction (of all kernels together; with Dense layers among conv layers,
     # each unit relative to its layer's mean magnitude), spec (the mask spec file `spec`).

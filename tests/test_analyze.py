@@ -201,3 +201,23 @@ def test_cli_analyze_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monk
     assert code == 2
     assert len(err) == 1 and err[0].startswith("fpgaprune: error: ") and fragment in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_channel_weight_empties_whole_channels_for_reduction():
+    """Random magnitudes with two weak output channels: at the same fraction, the channel-aware
+    ranking empties more whole channels than magnitude alone, and weight 0 changes nothing."""
+    from fpgaprune.analysis.kernels import channel_weighted
+
+    rng = np.random.default_rng(0)
+    mag = rng.uniform(0.5, 1.5, size=(16, 8))
+    mag[:, [2, 5]] *= 0.4  # weak output channels, though each kernel there is not the smallest
+    mag[rng.random(mag.shape) < 0.3] *= 0.3  # small kernels scattered over every channel
+    norms = {"conv2": mag}
+    assert channel_weighted(norms, 0.0) is norms
+
+    def empty_channels(n):
+        masks = propose(n, "fraction", fraction=0.3, layers=["conv2"])["conv2"]
+        return int(masks.all(axis=0).sum())
+
+    assert empty_channels(norms) == 0
+    assert empty_channels(channel_weighted(norms, 2.0)) >= 2

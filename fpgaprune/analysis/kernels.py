@@ -71,6 +71,33 @@ def kernel_norms(
     return out
 
 
+def channel_weighted(norms: dict[str, np.ndarray], weight: float) -> dict[str, np.ndarray]:
+    """Each kernel's magnitude times (its input and output channels' shares of the layer)^weight.
+
+    A kernel in a weak channel then ranks lower than an equal one in a strong channel, so
+    pruning empties whole channels, which `reduce` removes with the filter upstream or the
+    next layer's inputs; weight 0 leaves the magnitudes as they are. A share is the channel's
+    summed magnitude over the mean channel's (0 for an emptied channel).
+    """
+    if weight <= 0:
+        return norms
+
+    def share(sums: np.ndarray) -> np.ndarray:
+        mean = sums.mean()
+        return sums / mean if mean > 0 else np.ones_like(sums)
+
+    out = {}
+    for name, mag in norms.items():
+        rows, cols = share(mag.sum(axis=1)), share(mag.sum(axis=0))
+        out[name] = mag * (rows[:, None] ** weight) * (cols[None, :] ** weight)
+    return out
+
+
+def ranking_norms(model: tf.keras.Model, cfg: PruneConfig, layers: list[str]) -> dict[str, np.ndarray]:
+    """The magnitudes the config ranks kernels by: its norm, normalisation and channel weight."""
+    return channel_weighted(kernel_norms(model, cfg.norm, cfg.normalize, layers=layers), cfg.channel_weight)
+
+
 def ranked_table(norms: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None = None) -> list[dict]:
     """One row per kernel, smallest magnitude first: rank, layer, cin, cout, magnitude, pruned."""
     entries = []
@@ -262,7 +289,7 @@ def analyze(
     """Magnitudes, ranked table and the config's proposal, with its sensitivity (no retraining)."""
     layers = check_layers(model, cfg.layers)
     spec_dense = dense_names(model, list(spec_masks or ())) if cfg.select == "spec" else []
-    norms = kernel_norms(model, cfg.norm, cfg.normalize, layers=[*layers, *spec_dense])
+    norms = ranking_norms(model, cfg, [*layers, *spec_dense])
     masks = propose(
         norms,
         cfg.select,

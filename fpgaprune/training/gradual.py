@@ -24,7 +24,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ..analysis.counts import units_fraction
-from ..analysis.kernels import check_layers, dense_names, kernel_norms, propose
+from ..analysis.kernels import check_layers, dense_names, propose, ranking_norms
 from ..checkpoint import RoundCheckpoint, remove_checkpoint
 from ..config import Config, PruneConfig
 from ..data import Dataset
@@ -226,7 +226,7 @@ def _next_group(state: _GradualState, groups, schedules, costs, data: Dataset, c
         return (schedules[g][at] - before) * sum(costs[name] for name in groups[g])
 
     p = cfg.prune
-    norms = kernel_norms(state.current, p.norm, p.normalize, layers=layers)
+    norms = ranking_norms(state.current, p, layers)
     candidates = {g: _step_masks(state, g, groups, schedules, norms, p) for g in open_groups}
     added = loss_increases(state.current, {g: {n: m for n, m in masks.items() if n in groups[g]}
                                            for g, masks in candidates.items()}, data)
@@ -252,7 +252,7 @@ def _prune_round(state: _GradualState, i: int, group: str, groups, schedules, da
     p = cfg.prune
     reseed(cfg.seed + i)  # dropout and batch order of round i, however the run got here
     fraction = schedules[group][state.steps[group]]
-    norms = kernel_norms(state.current, p.norm, p.normalize, layers=layers)
+    norms = ranking_norms(state.current, p, layers)
     masks = _step_masks(state, group, groups, schedules, norms, p)
     state.current, result = masked_retrain(state.current, masks, data, cfg, seed=cfg.seed + i, **fit_options)
     state.current_masks = masks
