@@ -3,8 +3,10 @@ the QKeras model on every test image.
 
 The project is compiled in a temporary copy, from the hls4ml model saved at export, so the
 exported folder keeps exactly what export wrote; the generated sources are compared with the
-exported ones, so what was simulated is what a person takes to synthesis. Predictions run in
-parallel processes (the compiled library keeps static state, so threads would share it).
+exported ones, so what was simulated is what a person takes to synthesis. The copy is built
+faster than hls4ml builds it (`simbuild`: the fixed-point library's registers and -march=native),
+with bit-identical outputs. Predictions run in parallel processes (the compiled library keeps
+static state, so threads would share it).
 With a correct precision configuration the outputs are bit-exact; where they are not, hls4ml's
 trace shows the first layer that differs, and the summary says so.
 
@@ -21,6 +23,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from ..masks import strip_masks
 from .export import HLS_MODEL, read_manifest, write_project
 from .fml import checked_archive
 from .quantize import logits_model
+from .simbuild import speed_up_build
 
 SUMMARY = "summary.json"
 CHUNK = 200  # images per task handed to a worker process
@@ -67,29 +71,44 @@ def load_hls_model(project: Path, output_dir: Path):
     return hls_model
 
 
-def compile_copy(project: Path, workdir: Path):
-    """Copy the project into `workdir`, compile it there; return (hls_model, seconds, differing files)."""
-    require_gxx()
+@dataclass(frozen=True)
+class CompiledCopy:
+    """A compiled scratch copy of a project: the hls4ml model to predict with, and how it was built."""
+
+    hls_model: object
+    seconds: float  # writing and g++
+    differing: list[str]  # generated sources that differ from the exported ones (none expected)
+    build: dict = field(default_factory=dict)  # what `simbuild.speed_up_build` changed; {} for hls4ml's build
+
+
+def compile_copy(project: Path, workdir: Path, fast: bool = True) -> CompiledCopy:
+    """Copy the project into `workdir` and compile it there; `fast=False`: exactly hls4ml's build."""
+    gxx = require_gxx()
     shutil.copytree(project, workdir, dirs_exist_ok=True)
     hls_model = load_hls_model(project, workdir)
     start = time.perf_counter()
     log = io.StringIO()
+    build = {}
     try:
         with contextlib.redirect_stdout(log):
             write_project(hls_model)  # = hls4ml's compile(): write, then build with g++
+            if fast:
+                build = speed_up_build(workdir, gxx)
             hls_model._compile()
     except Exception as exc:
         tail = " ".join(log.getvalue().split()[-40:])
         raise WorkFailed(f"compiling {project} with g++ failed ({exc}): {tail}") from None
     seconds = time.perf_counter() - start
-    return hls_model, seconds, differing_sources(project, workdir)
+    return CompiledCopy(hls_model, seconds, differing_sources(project, workdir), build)
 
 
 def differing_sources(project: Path, copy: Path) -> list[str]:
     """Generated sources (firmware/, test bench) that differ from the exported ones.
 
-    The `//Numpy array shape` comment of a weight header is skipped: hls4ml writes it before
-    a Resource-strategy transpose at export, after it when reloaded; the values are the same.
+    ap_types/ (the vendor's fixed-point library, which `simbuild` changes in the copy) is not
+    the design and is skipped. So is the `//Numpy array shape` comment of a weight header:
+    hls4ml writes it before a Resource-strategy transpose at export, after it when reloaded;
+    the values are the same.
     """
     differ = []
     for path in sorted(project.rglob("*")):
@@ -144,6 +163,12 @@ def predict(hls_model, x: np.ndarray, workers: int = 1, progress: bool = False) 
     return np.concatenate(parts)
 
 
+def processes(images: int, workers: int) -> int:
+    """How many processes `predict` simulates `images` in: one unless there are chunks to share."""
+    chunks = -(-images // CHUNK)
+    return min(workers, chunks) if workers > 1 and chunks > 1 else 1
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -183,7 +208,8 @@ def trace_differences(hls_model, keras_model: tf.keras.Model, x: np.ndarray) -> 
 
     Both sides come from hls4ml: `ModelGraph.trace` and profiling's `get_ymodel_keras`, which
     names a fused activation's output `<layer>_<activation>` as the trace does; a layer is
-    compared where both name it with outputs of the same shape.
+    compared where both name it with outputs of the same shape. The trace writes and compiles
+    the copy again with hls4ml's own build: slower, the same values.
     """
     from hls4ml.model.profiling import get_ymodel_keras  # imports seaborn and pyplot: only when needed
 
@@ -224,10 +250,13 @@ def run_csim(
     reference = logits_model(strip_masks(qmodel))
     y_ref = reference.predict(x, batch_size=512, verbose=0).reshape(len(x), -1)
     with scratch_dir("csim") as tmp:
-        hls_model, compile_seconds, differ = compile_copy(project, Path(tmp) / "project")
+        compiled = compile_copy(project, Path(tmp) / "project")
+        hls_model = compiled.hls_model
         start = time.perf_counter()
         y_hls = predict(hls_model, x, workers, progress)
         predict_seconds = time.perf_counter() - start
+        rate = len(x) / predict_seconds if predict_seconds > 0 else None
+        used = processes(len(x), workers)
         precision = hls_model.get_output_variables()[0].type.precision
         result = compare(y_hls, y_ref, lsb_of(precision), labels)
         trace = []
@@ -239,12 +268,15 @@ def run_csim(
         "split": split,
         **result,
         "output_precision": str(precision),
-        "compile_seconds": compile_seconds,
+        "compile_seconds": compiled.seconds,
         "predict_seconds": predict_seconds,
-        "images_per_second": len(x) / predict_seconds if predict_seconds > 0 else None,
+        "images_per_second": rate,
         "workers": workers,
-        "sources_identical_to_export": not differ,
-        "differing_sources": differ,
+        "processes": used,
+        "images_per_second_per_process": rate / used if rate else None,
+        "simulation_build": compiled.build,
+        "sources_identical_to_export": not compiled.differing,
+        "differing_sources": compiled.differing,
         "first_differing_layer": next((r["layer"] for r in trace if r["differs"]), None),
         "trace": trace,
     }
@@ -260,6 +292,6 @@ def describe(summary: dict) -> str:
     )
     return (
         f"C-sim vs QKeras on {summary['images']} {summary['split']} images: argmax agreement "
-        f"{summary['argmax_agreement']:.2%}, {exact} ({summary['images_per_second']:.0f} images/s, "
-        f"compile {summary['compile_seconds']:.1f} s)"
+        f"{summary['argmax_agreement']:.2%}, {exact} ({summary['images_per_second']:.0f} images/s in "
+        f"{summary.get('processes', summary['workers'])} processes, compile {summary['compile_seconds']:.1f} s)"
     )
