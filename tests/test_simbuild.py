@@ -81,3 +81,7 @@ def test_fast_build_predicts_exactly_what_hls4ml_predicts(tmp_path, io_type):
     assert "-ffp-contract=off" in fast.build["extra_cflags"] and set(fast.build["extra_cflags"]) <= set(FAST_FLAGS)
     assert fast.differing == []
     np.testing.assert_array_equal(predict(fast.hls_model, images, workers=2), expected)
+    if io_type == "io_stream":  # export.csim_build: hls4ml compiles the copy as hls4ml does, untouched
+        plain = compile_copy(folder, tmp_path / "plain", fast=False)
+        assert plain.build == {} and plain.differing == []
+        np.testing.assert_array_equal(predict(plain.hls_model, images), expected)

@@ -191,7 +191,7 @@ def csim(run: Run, cfg: Config, options: Options) -> StageResult:
     summaries = {}
     for backend, folder in projects(run, cfg).items():
         summary = run_csim(folder, qmodel, x, y, workers=cfg.export.csim_workers, progress=options.progress,
-                           split=split)
+                           split=split, fast=cfg.export.csim_build == "fast")
         options.say(f"{folder}: {describe(summary)}")
         for row in summary["trace"]:
             if row["differs"]:

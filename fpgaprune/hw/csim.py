@@ -243,14 +243,18 @@ def run_csim(
     workers: int | None = None,
     progress: bool = False,
     split: str = "test",
+    fast: bool = True,
 ) -> dict:
-    """Compile and C-simulate `project` on `x`; compare with `qmodel`; write summary.json there."""
+    """Compile and C-simulate `project` on `x`; compare with `qmodel`; write summary.json there.
+
+    `fast`: the faster build of `compile_copy` (same outputs); False: exactly hls4ml's build.
+    """
     manifest = read_manifest(project)
     workers = workers or os.cpu_count() or 1
     reference = logits_model(strip_masks(qmodel))
     y_ref = reference.predict(x, batch_size=512, verbose=0).reshape(len(x), -1)
     with scratch_dir("csim") as tmp:
-        compiled = compile_copy(project, Path(tmp) / "project")
+        compiled = compile_copy(project, Path(tmp) / "project", fast=fast)
         hls_model = compiled.hls_model
         start = time.perf_counter()
         y_hls = predict(hls_model, x, workers, progress)

@@ -365,5 +365,5 @@ def same_settings(folder: Path, ecfg: ExportConfig) -> bool:
     """Whether an existing project was exported with these export settings."""
     saved = read_manifest(folder).get("export_config", {})
     current = json.loads(json.dumps(asdict(ecfg)))
-    ignore = ("csim_images", "csim_workers", "output_dir")
+    ignore = ("csim_images", "csim_workers", "csim_build", "output_dir")
     return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in current.items() if k not in ignore}
