@@ -89,3 +89,20 @@ def tiny_config(tmp_path: Path, name: str = "tiny", **sections):
     return parse_config({"name": name, "runs_dir": str(tmp_path / "runs"), "model": TINY,
                          "data": {"dataset": "mnist-5k", "limit": 300, **sections.pop("data", {})},
                          "export": export, **sections})
+
+
+def conv_tanh_dense(filters: int, outputs: int, seed: int):
+    """A QKeras conv -> tanh -> dense model on 8 x 8 images; hls4ml builds the tanh as a lookup
+    table from float code, so it is not bit-exact and its outputs take many values."""
+    import tensorflow as tf
+
+    from fpgaprune.config import QuantizeConfig
+    from fpgaprune.hw.quantize import build_quantized_model
+
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(seed)
+    inp = layers.Input((8, 8, 1), name="image")
+    x = layers.Conv2D(filters, 3, name="conv")(inp)
+    x = layers.Activation("tanh", name="squash")(x)
+    out = layers.Dense(outputs, name="head")(layers.Flatten(name="flat")(x))
+    return build_quantized_model(tf.keras.Model(inp, out), QuantizeConfig())

@@ -24,7 +24,7 @@ from fpgaprune.hw.export import export_project
 from fpgaprune.hw.quantize import build_quantized_model, quantize_model
 from fpgaprune.masks import save_masks
 
-from .conftest import TINY, error_lines, run_cli, tiny_pruned
+from .conftest import TINY, conv_tanh_dense, error_lines, run_cli, tiny_pruned
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
 
@@ -75,13 +75,7 @@ def test_board_project_compiles_and_is_bit_exact(tmp_path):
 @pytest.mark.slow
 def test_differences_are_located_with_the_trace(tmp_path):
     """A float tanh becomes a lookup table in hls4ml: not bit-exact, and the trace says where."""
-    layers = tf.keras.layers
-    tf.keras.utils.set_random_seed(1)
-    inp = layers.Input((8, 8, 1), name="image")
-    x = layers.Conv2D(3, 3, name="conv")(inp)
-    x = layers.Activation("tanh", name="squash")(x)
-    out = layers.Dense(4, name="head")(layers.Flatten(name="flat")(x))
-    qmodel = build_quantized_model(tf.keras.Model(inp, out), QuantizeConfig())
+    qmodel = conv_tanh_dense(3, 4, seed=1)
     cfg = parse_config({"name": "tr", "export": {"output_dir": str(tmp_path)}})
     images = np.random.RandomState(0).rand(40, 8, 8, 1).astype(np.float32)
     folder = export_project(qmodel, cfg, "Vivado", images[:2])

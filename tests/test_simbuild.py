@@ -7,13 +7,13 @@ import io
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from fpgaprune.config import QuantizeConfig, parse_config
+from fpgaprune.config import parse_config
 from fpgaprune.hw.csim import compile_copy, load_hls_model, predict
 from fpgaprune.hw.export import export_project, write_project
-from fpgaprune.hw.quantize import build_quantized_model
 from fpgaprune.hw.simbuild import FAST_FLAGS, add_build_flags, add_nonvolatile_overloads
+
+from .conftest import conv_tanh_dense
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `keras.constraints.serialize")
 
@@ -58,13 +58,7 @@ def test_flags_go_on_hls4mls_cflags_line_only(tmp_path):
 @pytest.mark.parametrize("io_type", ["io_stream", "io_parallel"])
 def test_fast_build_predicts_exactly_what_hls4ml_predicts(tmp_path, io_type):
     """A conv, a tanh (a float-built lookup table) and a dense head: every output identical."""
-    layers = tf.keras.layers
-    tf.keras.utils.set_random_seed(2)
-    inp = layers.Input((8, 8, 1), name="image")
-    x = layers.Conv2D(4, 3, name="conv")(inp)
-    x = layers.Activation("tanh", name="squash")(x)
-    out = layers.Dense(5, name="head")(layers.Flatten(name="flat")(x))
-    qmodel = build_quantized_model(tf.keras.Model(inp, out), QuantizeConfig())
+    qmodel = conv_tanh_dense(4, 5, seed=2)
     cfg = parse_config({"name": "fb", "export": {"output_dir": str(tmp_path / "hls"), "io_type": io_type}})
     images = np.random.RandomState(0).rand(300, 8, 8, 1).astype(np.float32)
     folder = export_project(qmodel, cfg, "Vivado", images[:2])
