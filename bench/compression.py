@@ -39,10 +39,22 @@ import tensorflow as tf  # noqa: E402
 tf.get_logger().setLevel("ERROR")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from compression_design import design  # noqa: E402
 from compression_methods import LAYERS, METHODS, layers_of  # noqa: E402
-from compression_report import plot, results_block, update_results_md  # noqa: E402
+from compression_networks import NETWORKS, network_config  # noqa: E402
+from compression_report import (  # noqa: E402
+    LUT_HEADING,
+    lut_block,
+    lut_markers,
+    plot,
+    plot_lut,
+    results_block,
+    update_block,
+    update_results_md,
+)
 
 from fpgaprune.config import LayerBits, load_config  # noqa: E402
+from fpgaprune.graph import prepare_model  # noqa: E402
 from fpgaprune.hw.costs import multipliers, rule_cost  # noqa: E402
 from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels  # noqa: E402
 from fpgaprune.io import write_json  # noqa: E402
@@ -172,6 +184,7 @@ def run_point(method: str, baseline, fraction: float, data, cfg, epochs: int, bi
         "nonzero_mults_per_layer": per_layer,
         "nonzero_weights_per_layer": {n: int(np.count_nonzero(k)) for n, k in kernels.items()},
         "quantized": {str(b): hardware(model, data, cfg, b, geometry) for b in bits},
+        "design": design(model, data, cfg, layers_of(cfg)),
         "seconds": seconds,
         **info,
     }
@@ -185,6 +198,7 @@ def train_seed_baseline(cfg, data, baseline_epochs: int | None = None):
     reseed(cfg.seed)
     start = time.perf_counter()
     model, summary = train_baseline(build_model(cfg.model), train_data, cfg, verbose=0)
+    model = prepare_model(model, data.x_train[:256])[0]  # BN folded, as the baseline step folds a user's model
     return model, {"seed": cfg.seed, "epochs": summary["epochs"], "seconds": time.perf_counter() - start,
                    "test_accuracy": accuracy(model, data.x_test, data.y_test),
                    "val_accuracy": summary["val_accuracy"]}
@@ -211,7 +225,12 @@ def summarize(records: list[dict]) -> list[dict]:
                "conv_mults_nonzero": mean(rows, "conv_mults_nonzero"),
                "conv_mults_removed": mean(rows, "conv_mults_removed"),
                "target_conv_mults_nonzero": mean(rows, "target_conv_mults_nonzero"),
-               "seconds": mean(rows, "seconds"), "quantized": {}}
+               "seconds": mean(rows, "seconds"), "quantized": {},
+               "design": {key: mean(rows, "design", key) for key in ("test_accuracy", "lut_equivalents", "parameters")}}
+        row["design"].update(test_accuracy_std=std(rows, "design", "test_accuracy"),
+                             lut_equivalents_std=std(rows, "design", "lut_equivalents"),
+                             lut_equivalents_range=[min(_dig(r, ("design", "lut_equivalents")) for r in rows),
+                                                    max(_dig(r, ("design", "lut_equivalents")) for r in rows)])
         for bits in rows[0]["quantized"]:
             row["quantized"][bits] = {
                 key: mean(rows, "quantized", bits, key)
@@ -256,6 +275,7 @@ def run_benchmark(cfg, data, seeds, fractions, methods, epochs, baseline_epochs=
                 log(f"  {method:<16} {fraction:>4.0%}: test {r['test_accuracy']:.4f}, conv mults "
                     f"{r['conv_mults_nonzero']:>9,} ({r['conv_mults_removed']:.1%} removed), "
                     + ", ".join(f"{b}-bit {q[b]['test_accuracy']:.4f}" for b in q)
+                    + f"; design {r['design']['test_accuracy']:.4f} at {r['design']['lut_equivalents']:,} LUT-eq"
                     + f", {r['seconds']:.1f} s")
     return {"records": records, "baselines": baselines, "failures": failures}
 
@@ -271,28 +291,32 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     ap.add_argument("--epochs", type=int, default=8, help="extra training epochs, the same for every method")
     ap.add_argument("--layers", nargs="+", default=LAYERS, help="conv layers pruned, each by the target share")
+    ap.add_argument("--network", choices=NETWORKS, default="reference", help="the network pruned (compression_networks)")
+    ap.add_argument("--baseline-epochs", type=int, default=None, help="baseline epochs (default: the config's train.epochs)")
     ap.add_argument("--out", help="JSON output (default bench/results/compression[_quick].json; the PNG beside it)")
     ap.add_argument("--no-results-md", action="store_true", help="do not update bench/RESULTS.md")
     args = ap.parse_args(argv)
 
     seeds = args.seeds or ([SEEDS[0]] if args.quick else list(SEEDS))
     fractions = args.fractions or list(QUICK_FRACTIONS if args.quick else FRACTIONS)
-    out = Path(args.out) if args.out else RESULTS / ("compression_quick.json" if args.quick else "compression.json")
-    cfg = bench_config(args.config, args.layers)
+    stem = "compression" + ("" if args.network == "reference" else f"_{args.network}") + ("_quick" if args.quick else "")
+    out = Path(args.out) if args.out else RESULTS / f"{stem}.json"
+    cfg = network_config(bench_config(args.config, args.layers), args.network)
     data = Run(cfg).load_data(args.test_data)
     command = "python bench/compression.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"{command}\n{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test images; "
           f"seeds {seeds}; targets {fractions}; {args.epochs} extra epochs", flush=True)
     started = time.perf_counter()
-    run = run_benchmark(cfg, data, seeds, fractions, args.methods, args.epochs,
+    run = run_benchmark(cfg, data, seeds, fractions, args.methods, args.epochs, args.baseline_epochs,
                         log=lambda line: print(line, flush=True))
     result = {
         "command": command.strip(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, TF {tf.__version__}",
         "protocol": {
-            "config": os.path.relpath(args.config, ROOT), "test_data": data.test_name,
+            "config": os.path.relpath(args.config, ROOT), "network": args.network, "test_data": data.test_name,
             "split_sizes": data.sizes(), "seeds": seeds, "target_fractions": fractions,
-            "layers": layers_of(cfg), "baseline_epochs": cfg.train.epochs, "extra_epochs": args.epochs,
+            "layers": layers_of(cfg), "baseline_epochs": args.baseline_epochs or cfg.train.epochs,
+            "extra_epochs": args.epochs,
             "optimizer": cfg.prune.optimizer or cfg.train.optimizer,
             "learning_rate": cfg.prune.learning_rate or cfg.train.learning_rate,
             "batch_size": cfg.train.batch_size, "bits": list(BITS),
@@ -308,11 +332,16 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     plot(result, out.with_suffix(".png"))
+    lut_png = out.with_name(out.stem + "_lut.png")
+    plot_lut(result, lut_png)
     block = results_block(result, out.with_suffix(".png"), ROOT)
-    print(block)
+    lut = lut_block(result, lut_png, ROOT)
+    print(block if args.network == "reference" else "", lut, sep="\n")
     if not args.quick and not args.no_results_md:
-        update_results_md(ROOT / "bench" / "RESULTS.md", block)
-    print(f"wrote {out} and {out.with_suffix('.png')} in {result['wall_seconds']:.0f} s")
+        if args.network == "reference":
+            update_results_md(ROOT / "bench" / "RESULTS.md", block)
+        update_block(ROOT / "bench" / "RESULTS.md", *lut_markers(args.network), lut, LUT_HEADING)
+    print(f"wrote {out}, {out.with_suffix('.png')} and {lut_png} in {result['wall_seconds']:.0f} s")
     return 0
 
 

@@ -70,19 +70,50 @@ def gradual_fractions(fraction: float, rounds: int) -> list[float]:
     return [round(f, 6) for f in ramp[:-1]] + [fraction]
 
 
-def kernel_gradual(baseline, fraction, data, cfg, epochs):
-    """fpgaprune gradual mode with its accuracy budget off, so every point reaches its target."""
+def kernel_gradual(baseline, fraction, data, cfg, epochs, **options):
+    """fpgaprune gradual mode with its accuracy budget off, so every point reaches its target.
+
+    `options`: prune-section sparsity options (group_lasso, l1, channel_weight) for the variants.
+    """
     rounds = min(GRADUAL_ROUNDS, epochs)
     if epochs % rounds:
         raise ValueError(f"kernel-gradual: {epochs} epochs do not split into {rounds} equal rounds")
     schedule = gradual_fractions(fraction, rounds)
     pcfg = prune_config(cfg, fraction, epochs // rounds, mode="gradual", schedule=schedule,
-                        max_accuracy_drop=1.0, patience=rounds)
+                        max_accuracy_drop=1.0, patience=rounds, **options)
     model, summary = prune_gradual(baseline, data, pcfg, verbose=0, progress=False)
     reached = summary["history"][-1]["fraction"]
     if not math.isclose(reached, fraction):
         raise RuntimeError(f"kernel-gradual stopped at fraction {reached}, not {fraction}")
-    return model, {"epochs": epochs, "schedule": schedule, "epochs_per_round": epochs // rounds}
+    return model, {"epochs": epochs, "schedule": schedule, "epochs_per_round": epochs // rounds, **options}
+
+
+# The sparsity options of `prune`, each measured as a variant of kernel-gradual (issue 16), at
+# the strengths the full-throughput runs of the reference flow used.
+GROUP_LASSO = 1e-4
+L1 = 1e-5
+CHANNEL_WEIGHT = 1.0
+
+
+def kernel_gradual_group_lasso(baseline, fraction, data, cfg, epochs):
+    """kernel-gradual with a group-lasso term (L2 per 2-D kernel) while the pruned layers retrain."""
+    return kernel_gradual(baseline, fraction, data, cfg, epochs, group_lasso=GROUP_LASSO)
+
+
+def kernel_gradual_l1(baseline, fraction, data, cfg, epochs):
+    """kernel-gradual with an L1 term on the weights while the pruned layers retrain."""
+    return kernel_gradual(baseline, fraction, data, cfg, epochs, l1=L1)
+
+
+def kernel_gradual_channel(baseline, fraction, data, cfg, epochs):
+    """kernel-gradual ranking kernels by norm x (channel strength)^1: weak channels empty first."""
+    return kernel_gradual(baseline, fraction, data, cfg, epochs, channel_weight=CHANNEL_WEIGHT)
+
+
+def kernel_gradual_group_lasso_channel(baseline, fraction, data, cfg, epochs):
+    """Group lasso and channel-aware ranking together."""
+    return kernel_gradual(baseline, fraction, data, cfg, epochs, group_lasso=GROUP_LASSO,
+                          channel_weight=CHANNEL_WEIGHT)
 
 
 def filter_l1(baseline, fraction, data, cfg, epochs):
@@ -244,6 +275,13 @@ METHODS = {
     "unpruned": (unpruned, None, "baseline + the same extra epochs, nothing pruned"),
     "kernel-oneshot": (kernel_oneshot, "kernel", "fpgaprune: 2-D kernels, one-shot + masked retraining"),
     "kernel-gradual": (kernel_gradual, "kernel", "fpgaprune: 2-D kernels, gradual (cubic, 4 rounds)"),
+    "kernel-gradual-gl": (kernel_gradual_group_lasso, "kernel",
+                          f"fpgaprune: kernel-gradual + group lasso {GROUP_LASSO:g} (prune.group_lasso)"),
+    "kernel-gradual-l1": (kernel_gradual_l1, "kernel", f"fpgaprune: kernel-gradual + L1 {L1:g} (prune.l1)"),
+    "kernel-gradual-channel": (kernel_gradual_channel, "kernel",
+                               f"fpgaprune: kernel-gradual, channel-aware ranking (prune.channel_weight {CHANNEL_WEIGHT:g})"),
+    "kernel-gradual-gl-channel": (kernel_gradual_group_lasso_channel, "kernel",
+                                  "fpgaprune: kernel-gradual, group lasso + channel-aware ranking"),
     "tfmot-constant": (tfmot_constant, "weight", "tfmot prune_low_magnitude, ConstantSparsity"),
     "tfmot-polynomial": (tfmot_polynomial, "weight", "tfmot prune_low_magnitude, PolynomialDecay"),
     "hls4ml-dsp": (hls4ml_dsp_aware, "weight", "hls4ml dsp_aware_pruning (VivadoDSPEstimator)"),

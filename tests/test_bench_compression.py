@@ -94,3 +94,46 @@ def test_summary_table_and_targets(point):
     assert compression.target_nonzero_mults(geometry, 0.5, "filter") == 16 * 288 * 121
     assert compression.target_nonzero_mults(geometry, 0.0, None) == 9216 * 121
     assert compression.target_nonzero_mults(geometry, 0.5, "kernel", layers=["conv1"]) == 9216 * 121
+
+
+@pytest.mark.slow
+def test_the_point_is_priced_as_the_reduced_quantized_design(point):
+    """Hardware-cost axis: dead channels removed, zeros kept through quantization, every layer priced."""
+    _, _, _, _, r = point
+    d = r["design"]
+    # conv1 has one input channel, so each of its 23 pruned kernels is a whole filter: 9 filters
+    # stay, and conv2 reads only those 9 channels.
+    assert d["kernels_dead"]["conv1"] == 23 and d["shapes"]["conv1"] == [3, 3, 1, 9]
+    assert d["shapes"]["conv2"][2] == 9 and d["shapes"]["fc2"] == [32, 10]
+    assert d["reduction_max_abs_diff"] <= 1e-5
+    assert set(d["layers"]) == {"conv1", "conv2", "fc1", "fc2"}
+    for name, layer in d["layers"].items():
+        assert layer["strategy"] in ("Latency", "distributed_arithmetic") and layer["reuse_factor"] == 1, name
+        assert layer["lut_equivalents"] == layer["lut"] + 55 * layer["dsp"] > 0
+    assert d["lut_equivalents"] == sum(layer["lut_equivalents"] for layer in d["layers"].values())
+    assert 0.0 <= d["test_accuracy"] <= 1.0 and d["parameters"] < 35_530
+
+
+@pytest.mark.slow
+def test_quick_mode_writes_the_hardware_cost_reading(tmp_path, t10k_path):
+    """`--quick` end to end on two methods and one target: JSON, both plots and the LUT reading."""
+    import json
+
+    import compression
+    import compression_report
+
+    out = tmp_path / "quick.json"
+    assert compression.main(["--quick", "--methods", "unpruned", "kernel-gradual-channel", "--fractions", "0.9",
+                             "--epochs", "1", "--baseline-epochs", "1", "--out", str(out),
+                             "--test-data", f"mnist-t10k:{t10k_path}"]) == 0
+    result = json.loads(out.read_text())
+    assert (tmp_path / "quick.png").is_file() and (tmp_path / "quick_lut.png").is_file()
+    rows = {r["method"]: r for r in result["summary"]}
+    assert rows["kernel-gradual-channel"]["design"]["lut_equivalents"] < rows["unpruned"]["design"]["lut_equivalents"]
+    levels = compression_report.best_per_level(result)
+    assert [e["level"] for e in levels] == [0.1, 0.3, 1.0]
+    reading = compression_report.lut_reading(result)
+    assert reading.count("- **within") == 3
+    block = compression_report.lut_block(result, tmp_path / "quick_lut.png", compression.ROOT)
+    assert block.startswith(compression_report.lut_markers("reference")[0])
+    assert "| kernel-gradual-channel | 90% |" in block

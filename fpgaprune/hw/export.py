@@ -143,6 +143,33 @@ def convert(model: tf.keras.Model, ecfg: ExportConfig, backend: str, output_dir:
     return hls_model, choices
 
 
+def priced_design(qmodel: tf.keras.Model, ecfg: ExportConfig, backend: str = "Vitis") -> dict[str, dict]:
+    """Per weight layer, what `auto` at `ecfg.max_reuse_factor` would export and what it costs; no project written.
+
+    The export's own choice and prices (`strategies.choose` on one hls4ml conversion), for
+    comparing many models on the axis `make hls` reports: {"conv1": {"strategy", "reuse_factor",
+    "lut", "dsp", "lut_equivalents", "multipliers", "model"}, ...}.
+    """
+    from dataclasses import replace
+
+    model = logits_model(strip_masks(qmodel))
+    check_convertible(model)
+    add_bit_exact_rules()
+    ecfg = replace(ecfg, strategy=AUTO, layer_strategy={}, layer_reuse={}, hls_config={})
+    names = weight_layer_names(model)
+    with scratch_dir("price") as probe:
+        choices = choose(model, ecfg, backend,
+                         lambda c: _convert(model, ecfg, backend, Path(probe), hls_config(model, ecfg, backend, c),
+                                            None, None), names)
+    out = {}
+    for name, choice in choices.items():
+        picked = next(c for c in choice.candidates
+                      if (c["strategy"], c["reuse_factor"]) == (choice.strategy, choice.reuse_factor))
+        out[name] = {key: picked[key] for key in ("strategy", "reuse_factor", "lut", "dsp", "lut_equivalents",
+                                                  "multipliers", "model")}
+    return out
+
+
 def _convert(model, ecfg: ExportConfig, backend: str, output_dir: Path, config: dict, x_tb, y_tb):
     import hls4ml
 
