@@ -17,12 +17,15 @@ reuse factors 4, 8, 32), and the method's wall time.
 
     python bench/compression.py            # full: 3 seeds x 5 targets, 20-40 min on 2 cores
     python bench/compression.py --quick    # 1 seed x 2 targets, a few minutes (smoke run)
+    python bench/compression.py --seeds 1 --no-results-md --out s1.json   # one seed; then
+    python bench/compression.py --merge s1.json s2.json s3.json --out bench/results/compression_lut.json
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import platform
 import statistics
@@ -295,7 +298,19 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-epochs", type=int, default=None, help="baseline epochs (default: the config's train.epochs)")
     ap.add_argument("--out", help="JSON output (default bench/results/compression[_quick].json; the PNG beside it)")
     ap.add_argument("--no-results-md", action="store_true", help="do not update bench/RESULTS.md")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="merge per-seed runs of one protocol into --out (its plots, its hardware-cost block)")
     args = ap.parse_args(argv)
+    if args.merge:
+        if not args.out:
+            ap.error("--merge needs --out")
+        try:
+            result = merge_results([json.loads(Path(path).read_text()) for path in args.merge])
+        except (OSError, ValueError) as exc:
+            print(f"compression: {exc}", file=sys.stderr)
+            return 2
+        write_outputs(result, Path(args.out), update_md=not args.no_results_md, multiplication_block=False)
+        return 0
 
     seeds = args.seeds or ([SEEDS[0]] if args.quick else list(SEEDS))
     fractions = args.fractions or list(QUICK_FRACTIONS if args.quick else FRACTIONS)
@@ -329,6 +344,13 @@ def main(argv=None) -> int:
         "records": run["records"],
         "wall_seconds": time.perf_counter() - started,
     }
+    write_outputs(result, out, update_md=not args.quick and not args.no_results_md)
+    return 0
+
+
+def write_outputs(result: dict, out: Path, update_md: bool, multiplication_block: bool = True) -> None:
+    """The JSON, both plots and the RESULTS.md blocks of one result (a run's or a merge's)."""
+    network = result["protocol"].get("network", "reference")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     plot(result, out.with_suffix(".png"))
@@ -336,13 +358,60 @@ def main(argv=None) -> int:
     plot_lut(result, lut_png)
     block = results_block(result, out.with_suffix(".png"), ROOT)
     lut = lut_block(result, lut_png, ROOT)
-    print(block if args.network == "reference" else "", lut, sep="\n")
-    if not args.quick and not args.no_results_md:
-        if args.network == "reference":
+    print(block if network == "reference" and multiplication_block else "", lut, sep="\n")
+    if update_md:
+        if network == "reference" and multiplication_block:
             update_results_md(ROOT / "bench" / "RESULTS.md", block)
-        update_block(ROOT / "bench" / "RESULTS.md", *lut_markers(args.network), lut, LUT_HEADING)
-    print(f"wrote {out}, {out.with_suffix('.png')} and {lut_png} in {result['wall_seconds']:.0f} s")
-    return 0
+        update_block(ROOT / "bench" / "RESULTS.md", *lut_markers(network), lut, LUT_HEADING)
+    print(f"wrote {out}, {out.with_suffix('.png')} and {lut_png} ({result['wall_seconds']:.0f} s of runs)")
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One result from runs of the same protocol on different seeds.
+
+    A seed's points depend only on that seed (its baseline is trained from it, every method
+    reseeds), so per-seed runs side by side follow the protocol of one run over all the seeds;
+    wall_seconds is the sum of theirs.
+    """
+    def protocol(part):
+        return {k: v for k, v in part["protocol"].items() if k != "seeds"}
+
+    first = parts[0]
+    for part in parts[1:]:
+        if protocol(part) != protocol(first):
+            differing = sorted(k for k in protocol(first) if protocol(part).get(k) != protocol(first)[k])
+            raise ValueError(f"cannot merge runs of different protocols (they differ in {', '.join(differing)})")
+    seeds = [s for part in parts for s in part["protocol"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"cannot merge runs that share a seed (seeds {seeds})")
+    records = [r for part in parts for r in part["records"]]
+    command = _without_options(first["command"], {"--seeds": True, "--out": True, "--no-results-md": False})
+    return {
+        "command": f"{command}, one process per seed (--seeds N --out F), merged by --merge",
+        "parts": [part["command"] for part in parts],
+        "machine": first["machine"],
+        "protocol": {**first["protocol"], "seeds": sorted(seeds)},
+        "methods": {name: m for part in parts for name, m in part["methods"].items()},
+        "baselines": sorted((b for part in parts for b in part["baselines"]), key=lambda b: b["seed"]),
+        "failures": {name: why for part in parts for name, why in part["failures"].items()},
+        "summary": summarize(records),
+        "records": records,
+        "wall_seconds": sum(part["wall_seconds"] for part in parts),
+    }
+
+
+def _without_options(command: str, options: dict[str, bool]) -> str:
+    """`command` with the named options removed (True: with the values after them)."""
+    words, kept, skipping = command.split(), [], False
+    for word in words:
+        if word in options:
+            skipping = options[word]
+            continue
+        if skipping and not word.startswith("--"):
+            continue
+        skipping = False
+        kept.append(word)
+    return " ".join(kept)
 
 
 if __name__ == "__main__":

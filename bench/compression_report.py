@@ -272,7 +272,7 @@ def lut_block(result: dict, png: Path, root: Path) -> str:
     failures = "".join(f"\n- **{name} did not run**: {why}" for name, why in result["failures"].items())
     methods = "\n".join(f"- `{name}`: {m['description']}" for name, m in result["methods"].items())
     return f"""{begin}
-Command: `{result['command']}` ({result['wall_seconds'] / 60:.0f} min on {result['machine']}).
+Command: `{result['command']}` ({_minutes(result)} on {result['machine']}).
 
 Network `{p.get('network', 'reference')}`; baselines {100 * min(acc):.2f}-{100 * max(acc):.2f}% (float, before the extra
 epochs); seeds {p['seeds']}; pruned layers {', '.join(p['layers'])}, each by the target share; {p['extra_epochs']} extra
@@ -290,6 +290,11 @@ strategy is in the layers column: `dist` / `Late`). Accuracy is the quantized de
 
 ![accuracy vs LUT-equivalents]({os.path.relpath(png, root / 'bench')})
 {end}"""
+
+
+def _minutes(result: dict) -> str:
+    minutes = f"{result['wall_seconds'] / 60:.0f} min"
+    return f"{minutes} summed over {len(result['parts'])} runs" if "parts" in result else minutes
 
 
 def update_block(path: Path, begin: str, end: str, block: str, heading: str) -> None:

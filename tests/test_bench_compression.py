@@ -137,3 +137,30 @@ def test_quick_mode_writes_the_hardware_cost_reading(tmp_path, t10k_path):
     block = compression_report.lut_block(result, tmp_path / "quick_lut.png", compression.ROOT)
     assert block.startswith(compression_report.lut_markers("reference")[0])
     assert "| kernel-gradual-channel | 90% |" in block
+    # A second seed's run merges into one result: the summary spans both seeds, the block says so.
+    other = json.loads(out.read_text())
+    for r in other["records"]:
+        r["seed"] = 2
+        r["design"]["lut_equivalents"] += 100
+    other["protocol"]["seeds"], other["baselines"][0]["seed"] = [2], 2
+    second = tmp_path / "seed2.json"
+    second.write_text(json.dumps(other))
+    merged_path = tmp_path / "merged.json"
+    assert compression.main(["--merge", str(out), str(second), "--out", str(merged_path), "--no-results-md"]) == 0
+    merged = json.loads(merged_path.read_text())
+    assert merged["protocol"]["seeds"] == [1, 2] and len(merged["records"]) == 2 * len(result["records"])
+    row = {r["method"]: r for r in merged["summary"]}["kernel-gradual-channel"]
+    single = rows["kernel-gradual-channel"]["design"]["lut_equivalents"]
+    assert row["seeds"] == [1, 2] and row["design"]["lut_equivalents"] == single + 50
+    assert row["design"]["lut_equivalents_range"] == [single, single + 100]
+    assert str(out) not in merged["command"] and merged["parts"] == [result["command"]] * 2
+    assert "summed over 2 runs" in compression_report.lut_block(
+        merged, merged_path.with_name("merged_lut.png"), compression.ROOT)
+    assert (tmp_path / "merged_lut.png").is_file()
+    # Runs of different protocols, or sharing a seed, are refused with one line and nothing written.
+    other["protocol"]["extra_epochs"] = 3
+    second.write_text(json.dumps(other))
+    refused = tmp_path / "refused.json"
+    assert compression.main(["--merge", str(out), str(second), "--out", str(refused), "--no-results-md"]) == 2
+    assert compression.main(["--merge", str(out), str(out), "--out", str(refused), "--no-results-md"]) == 2
+    assert not refused.exists()
