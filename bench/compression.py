@@ -18,14 +18,13 @@ reuse factors 4, 8, 32), and the method's wall time.
     python bench/compression.py            # full: 3 seeds x 5 targets, 20-40 min on 2 cores
     python bench/compression.py --quick    # 1 seed x 2 targets, a few minutes (smoke run)
     python bench/compression.py --seeds 1 --no-results-md --out s1.json   # one seed; then
-    python bench/compression.py --merge s1.json s2.json s3.json --out bench/results/compression_lut.json
+    python bench/compression.py --merge s1.json s2.json s3.json --out bench/results/compression_reference.json
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import statistics
@@ -57,10 +56,11 @@ from compression_report import (  # noqa: E402
 )
 
 from fpgaprune.config import LayerBits, load_config  # noqa: E402
+from fpgaprune.errors import BadInput  # noqa: E402
 from fpgaprune.graph import prepare_model  # noqa: E402
 from fpgaprune.hw.costs import multipliers, rule_cost  # noqa: E402
 from fpgaprune.hw.quantize import build_quantized_model, quantized_kernels  # noqa: E402
-from fpgaprune.io import write_json  # noqa: E402
+from fpgaprune.io import read_json, write_json  # noqa: E402
 from fpgaprune.masks import conv_layers  # noqa: E402
 from fpgaprune.models import build_model  # noqa: E402
 from fpgaprune.process import configure_process, reseed  # noqa: E402
@@ -305,9 +305,12 @@ def main(argv=None) -> int:
         if not args.out:
             ap.error("--merge needs --out")
         try:
-            result = merge_results([json.loads(Path(path).read_text()) for path in args.merge])
-        except (OSError, ValueError) as exc:
+            result = merge_results([read_json(path) for path in args.merge])
+        except (BadInput, ValueError) as exc:
             print(f"compression: {exc}", file=sys.stderr)
+            return 2
+        except KeyError as exc:
+            print(f"compression: --merge reads this script's JSON results; one has no {exc} field", file=sys.stderr)
             return 2
         write_outputs(result, Path(args.out), update_md=not args.no_results_md, multiplication_block=False)
         return 0

@@ -303,8 +303,10 @@ def update_block(path: Path, begin: str, end: str, block: str, heading: str) -> 
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         text = head + block + rest.split(end, 1)[1]
-    elif heading in text and text.rstrip("\n").endswith("-->"):  # the heading's last block: the next one goes below it
-        text = text.rstrip("\n") + f"\n\n{block}\n"
+    elif heading in text:  # a further block of that section: at the section's end, before the next heading
+        head, rest = text.split(heading, 1)
+        section, sep, tail = rest.partition("\n## ")
+        text = head + heading + section.rstrip("\n") + f"\n\n{block}\n" + ("\n" + sep.lstrip("\n") + tail if sep else "")
     else:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
     path.write_text(text)

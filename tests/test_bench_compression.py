@@ -164,3 +164,24 @@ def test_quick_mode_writes_the_hardware_cost_reading(tmp_path, t10k_path):
     assert compression.main(["--merge", str(out), str(second), "--out", str(refused), "--no-results-md"]) == 2
     assert compression.main(["--merge", str(out), str(out), "--out", str(refused), "--no-results-md"]) == 2
     assert not refused.exists()
+
+
+def test_a_second_block_joins_its_heading_section(tmp_path):
+    """Blocks under one heading share it: a new one goes at the end of that section, once."""
+    import compression_report
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmark results\n\n## Lut\n\n<!-- a:begin -->\nA\n<!-- a:end -->\n\n## Later\n\ntext\n")
+
+    def put(name, body, heading):
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        compression_report.update_block(md, begin, end, f"{begin}\n{body}\n{end}", heading)
+
+    put("b", "B", "## Lut")
+    text = md.read_text()
+    assert text.count("## Lut") == 1 and text.index("<!-- a:end -->") < text.index("\nB\n") < text.index("## Later")
+    assert text.endswith("## Later\n\ntext\n")
+    put("b", "B2", "## Lut")
+    assert md.read_text() == text.replace("\nB\n", "\nB2\n")
+    put("c", "C", "## New")
+    assert md.read_text().endswith("\n\n## New\n\n<!-- c:begin -->\nC\n<!-- c:end -->\n")
