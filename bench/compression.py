@@ -233,7 +233,8 @@ def summarize(records: list[dict]) -> list[dict]:
         row["design"].update(test_accuracy_std=std(rows, "design", "test_accuracy"),
                              lut_equivalents_std=std(rows, "design", "lut_equivalents"),
                              lut_equivalents_range=[min(_dig(r, ("design", "lut_equivalents")) for r in rows),
-                                                    max(_dig(r, ("design", "lut_equivalents")) for r in rows)])
+                                                    max(_dig(r, ("design", "lut_equivalents")) for r in rows)],
+                             collapsed_seeds=[r["seed"] for r in rows if r["design"].get("collapsed")])
         for bits in rows[0]["quantized"]:
             row["quantized"][bits] = {
                 key: mean(rows, "quantized", bits, key)
@@ -256,8 +257,12 @@ def _dig(record, keys):
 
 
 def run_benchmark(cfg, data, seeds, fractions, methods, epochs, baseline_epochs=None, log=print) -> dict:
-    """Every method at every target on every seed; records, baselines and failures."""
-    records, baselines, failures = [], [], {}
+    """Every method at every target on every seed; records, baselines and failed points.
+
+    A point that fails is recorded (method, target, seed, error) and the run goes on with the
+    method's other points: one seed's failure says nothing about the next target or seed.
+    """
+    records, baselines, failures = [], [], []
     for seed in seeds:
         scfg = replace(cfg, seed=seed)
         baseline, info = train_seed_baseline(scfg, data, baseline_epochs)
@@ -265,20 +270,22 @@ def run_benchmark(cfg, data, seeds, fractions, methods, epochs, baseline_epochs=
         log(f"seed {seed}: baseline {info['epochs']} epochs, test {info['test_accuracy']:.4f} ({info['seconds']:.0f} s)")
         for method in methods:
             for fraction in ([0.0] if method == "unpruned" else fractions):
-                if method in failures:
-                    continue
                 try:
                     r = run_point(method, baseline, fraction, data, scfg, epochs)
                 except Exception as exc:  # a competitor that cannot run is recorded, not fatal
-                    failures[method] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                    log(f"  {method}: FAILED ({failures[method]})")
+                    text = str(exc).strip()
+                    error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+                    failures.append({"method": method, "target_fraction": fraction, "seed": seed, "error": error})
+                    log(f"  {method} {fraction:.0%}: FAILED ({error})")
                     continue
                 records.append(r)
                 q = r["quantized"]
+                d = r["design"]
                 log(f"  {method:<16} {fraction:>4.0%}: test {r['test_accuracy']:.4f}, conv mults "
                     f"{r['conv_mults_nonzero']:>9,} ({r['conv_mults_removed']:.1%} removed), "
                     + ", ".join(f"{b}-bit {q[b]['test_accuracy']:.4f}" for b in q)
-                    + f"; design {r['design']['test_accuracy']:.4f} at {r['design']['lut_equivalents']:,} LUT-eq"
+                    + f"; design {d['test_accuracy']:.4f} at {d['lut_equivalents']:,} LUT-eq"
+                    + (" (collapsed: a constant)" if d.get("collapsed") else "")
                     + f", {r['seconds']:.1f} s")
     return {"records": records, "baselines": baselines, "failures": failures}
 
@@ -370,33 +377,55 @@ def write_outputs(result: dict, out: Path, update_md: bool, multiplication_block
 
 
 def merge_results(parts: list[dict]) -> dict:
-    """One result from runs of the same protocol on different seeds.
+    """One result from runs of the same protocol on different seeds or different methods.
 
     A seed's points depend only on that seed (its baseline is trained from it, every method
     reseeds), so per-seed runs side by side follow the protocol of one run over all the seeds;
-    wall_seconds is the sum of theirs.
+    runs of further methods (or of points that failed before) on the same seeds join them when
+    their baselines agree. wall_seconds is the sum of theirs. A point recorded by one part
+    replaces that point's failure in another.
     """
-    def protocol(part):
-        return {k: v for k, v in part["protocol"].items() if k != "seeds"}
+    def protocol(part):  # each record names its seed and target
+        return {k: v for k, v in part["protocol"].items() if k not in ("seeds", "target_fractions")}
+
+    def point(r):
+        return r["method"], r["target_fraction"], r["seed"]
 
     first = parts[0]
     for part in parts[1:]:
         if protocol(part) != protocol(first):
             differing = sorted(k for k in protocol(first) if protocol(part).get(k) != protocol(first)[k])
             raise ValueError(f"cannot merge runs of different protocols (they differ in {', '.join(differing)})")
-    seeds = [s for part in parts for s in part["protocol"]["seeds"]]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"cannot merge runs that share a seed (seeds {seeds})")
-    records = [r for part in parts for r in part["records"]]
-    command = _without_options(first["command"], {"--seeds": True, "--out": True, "--no-results-md": False})
+    baselines: dict[int, dict] = {}
+    for part in parts:
+        for b in part["baselines"]:
+            seen = baselines.setdefault(b["seed"], b)
+            if seen["test_accuracy"] != b["test_accuracy"]:
+                raise ValueError(f"cannot merge: seed {b['seed']}'s baseline differs between runs "
+                                 f"(test accuracy {seen['test_accuracy']} and {b['test_accuracy']})")
+    records, where = [], {}
+    for i, part in enumerate(parts):
+        for r in part["records"]:
+            if point(r) in where:
+                method, fraction, seed = point(r)
+                raise ValueError(f"cannot merge: {method} at {fraction:.0%} on seed {seed} is in run "
+                                 f"{where[point(r)] + 1} and run {i + 1}")
+            where[point(r)] = i
+            records.append(r)
+    failures = [f for part in parts for f in part["failures"] if point(f) not in where]
+    parts_commands = [c for part in parts for c in part.get("parts", [part["command"]])]
+    command = _without_options(parts_commands[0], {"--seeds": True, "--out": True, "--no-results-md": False,
+                                                  "--methods": True, "--fractions": True})
+    fractions = sorted({f for part in parts for f in part["protocol"]["target_fractions"]})
     return {
-        "command": f"{command}, one process per seed (--seeds N --out F), merged by --merge",
-        "parts": [part["command"] for part in parts],
+        "command": f"{command} --fractions {' '.join(f'{f:g}' for f in fractions)}, "
+                   "one process per seed or method (--seeds, --methods, --out), merged by --merge",
+        "parts": parts_commands,
         "machine": first["machine"],
-        "protocol": {**first["protocol"], "seeds": sorted(seeds)},
+        "protocol": {**first["protocol"], "seeds": sorted(baselines), "target_fractions": fractions},
         "methods": {name: m for part in parts for name, m in part["methods"].items()},
-        "baselines": sorted((b for part in parts for b in part["baselines"]), key=lambda b: b["seed"]),
-        "failures": {name: why for part in parts for name, why in part["failures"].items()},
+        "baselines": [baselines[seed] for seed in sorted(baselines)],
+        "failures": failures,
         "summary": summarize(records),
         "records": records,
         "wall_seconds": sum(part["wall_seconds"] for part in parts),

@@ -6,6 +6,8 @@ same chain as fpgaprune's own flow:
 1. masks from the zeros: in every pruned conv layer, each 2-D kernel that is entirely 0.0;
 2. structural reduction (`fpgaprune.graph.reduce_model`): channels those masks made dead are
    removed, with the filters upstream and the Dense inputs downstream (checked: same outputs);
+   masks that leave no path from input to output make a constant: recorded at 0 LUT-equivalents
+   with the constant's accuracy (`collapsed`);
 3. quantization with the reference config's quantize section (conv1 8, conv2 6, fc1 4, fc2 8
    bits; integers from calibration images), no fine-tuning (fine-tuning would regrow the single
    zeros of unstructured methods, which no kernel mask holds);
@@ -43,11 +45,27 @@ def zero_kernel_masks(model, layers: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def collapsed(model, data, masks: dict[str, np.ndarray], why: str) -> dict:
+    """A point whose masks left no path from input to output: a constant, which costs no hardware.
+
+    Recorded as a point (its accuracy is the constant's, its cost 0), not as a failure of the
+    method: the method reached its target, and what that target leaves is part of the result.
+    """
+    return {
+        "test_accuracy": accuracy(model, data.x_test, data.y_test),
+        "lut_equivalents": 0, "lut": 0, "dsp": 0, "layers": {}, "shapes": {}, "parameters": 0,
+        "kernels_dead": {name: int(m.sum()) for name, m in masks.items()},
+        "reduction_max_abs_diff": 0.0, "collapsed": why,
+    }
+
+
 def design(model, data, cfg, layers: list[str], backend: str = "Vitis") -> dict:
     """Reduced, quantized (no fine-tuning), priced: the design's accuracy and LUT-equivalents."""
     masks = zero_kernel_masks(model, layers)
     reduced, reduced_masks, report = reduce_model(model, masks)
-    if report.get("refused"):
+    if report["constant"]:
+        return collapsed(model, data, masks, report["refused"])
+    if report["refused"]:
         raise RuntimeError(f"reduction refused the model: {report['refused']}")
     x = data.x_test[:CHECK_IMAGES]
     diff = float(np.max(np.abs(model.predict(x, verbose=0) - reduced.predict(x, verbose=0))))

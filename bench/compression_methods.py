@@ -73,7 +73,7 @@ def gradual_fractions(fraction: float, rounds: int) -> list[float]:
 def kernel_gradual(baseline, fraction, data, cfg, epochs, **options):
     """fpgaprune gradual mode with its accuracy budget off, so every point reaches its target.
 
-    `options`: prune-section sparsity options (group_lasso, l1, channel_weight) for the variants.
+    `options`: prune-section sparsity options (group_lasso, l1, channel_weight, filter_weight) for the variants.
     """
     rounds = min(GRADUAL_ROUNDS, epochs)
     if epochs % rounds:
@@ -93,6 +93,7 @@ def kernel_gradual(baseline, fraction, data, cfg, epochs, **options):
 GROUP_LASSO = 1e-4
 L1 = 1e-5
 CHANNEL_WEIGHT = 1.0
+FILTER_WEIGHT = 16.0
 
 
 def kernel_gradual_group_lasso(baseline, fraction, data, cfg, epochs):
@@ -114,6 +115,17 @@ def kernel_gradual_group_lasso_channel(baseline, fraction, data, cfg, epochs):
     """Group lasso and channel-aware ranking together."""
     return kernel_gradual(baseline, fraction, data, cfg, epochs, group_lasso=GROUP_LASSO,
                           channel_weight=CHANNEL_WEIGHT)
+
+
+def kernel_gradual_filter(baseline, fraction, data, cfg, epochs):
+    """kernel-gradual ranking kernels by norm x (filter's share)^16: the weakest filters empty whole."""
+    return kernel_gradual(baseline, fraction, data, cfg, epochs, filter_weight=FILTER_WEIGHT)
+
+
+def kernel_gradual_group_lasso_filter(baseline, fraction, data, cfg, epochs):
+    """Group lasso and filter-aware ranking together."""
+    return kernel_gradual(baseline, fraction, data, cfg, epochs, group_lasso=GROUP_LASSO,
+                          filter_weight=FILTER_WEIGHT)
 
 
 def filter_l1(baseline, fraction, data, cfg, epochs):
@@ -282,6 +294,10 @@ METHODS = {
                                f"fpgaprune: kernel-gradual, channel-aware ranking (prune.channel_weight {CHANNEL_WEIGHT:g})"),
     "kernel-gradual-gl-channel": (kernel_gradual_group_lasso_channel, "kernel",
                                   "fpgaprune: kernel-gradual, group lasso + channel-aware ranking"),
+    "kernel-gradual-filter": (kernel_gradual_filter, "kernel",
+                              f"fpgaprune: kernel-gradual, filter-aware ranking (prune.filter_weight {FILTER_WEIGHT:g})"),
+    "kernel-gradual-gl-filter": (kernel_gradual_group_lasso_filter, "kernel",
+                                 "fpgaprune: kernel-gradual, group lasso + filter-aware ranking"),
     "tfmot-constant": (tfmot_constant, "weight", "tfmot prune_low_magnitude, ConstantSparsity"),
     "tfmot-polynomial": (tfmot_polynomial, "weight", "tfmot prune_low_magnitude, PolynomialDecay"),
     "hls4ml-dsp": (hls4ml_dsp_aware, "weight", "hls4ml dsp_aware_pruning (VivadoDSPEstimator)"),

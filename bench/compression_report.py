@@ -33,7 +33,8 @@ def plot(result: dict, path: Path) -> None:
             x = [_value(r, bits, "conv_mults_nonzero") for r in pts]
             y = [100 * _value(r, bits, "test_accuracy") for r in pts]
             err = [100 * _value(r, bits, "test_accuracy_std") for r in pts]
-            line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=method)
+            line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=method,
+                               **method_style(result, method))
             lowest = min([lowest, *(a - e for a, e in zip(y, err, strict=True) if a >= Y_FLOOR)])
             # Collapsed points would squash every other line: draw them on the floor, labelled.
             for xi, yi, r in zip(x, y, pts, strict=True):
@@ -55,6 +56,14 @@ def plot(result: dict, path: Path) -> None:
                  f"(pruned: {', '.join(result['protocol']['layers'])}; seeds {result['protocol']['seeds']}; "
                  f"{result['protocol']['extra_epochs']} extra epochs each)")
     fig.savefig(path, dpi=110)
+
+
+def method_style(result: dict, method: str) -> dict:
+    """Colour and line style per method: the 10 default colours, dashed from the 11th method on."""
+    from matplotlib import colormaps
+
+    i = list(result["methods"]).index(method)
+    return {"color": colormaps["tab10"](i % 10), "ls": "-" if i < 10 else "--"}
 
 
 def _value(row: dict, bits: str | None, key: str):
@@ -102,13 +111,19 @@ def _acc(mean, std) -> str:
     return "n/a" if mean is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def failure_lines(result: dict) -> str:
+    """One line per point that failed (method, target, seed) and why."""
+    return "".join(f"\n- **{f['method']} at {f['target_fraction']:.0%} did not run on seed {f['seed']}**: {f['error']}"
+                   for f in result["failures"])
+
+
 def results_block(result: dict, png: Path, root: Path) -> str:
     """The generated part of the RESULTS.md section: command, protocol, table, plot."""
     p = result["protocol"]
     base = result["baselines"]
     acc = [b["test_accuracy"] for b in base]
     methods = "\n".join(f"- `{name}`: {m['description']}" for name, m in result["methods"].items())
-    failures = "".join(f"\n- **{name} did not run**: {why}" for name, why in result["failures"].items())
+    failures = failure_lines(result)
     rel_png = os.path.relpath(png, root / "bench")
     return f"""{BEGIN}
 Command: `{result['command']}` ({result['wall_seconds'] / 60:.0f} min on {result['machine']}).
@@ -166,15 +181,23 @@ def plot_lut(result: dict, path: Path) -> None:
     ax = fig.add_subplot(1, 1, 1)
     lowest = 99.0
     for method in result["methods"]:
-        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["target_fraction"])
+        pts = sorted((r for r in rows if r["method"] == method and r["design"]["lut_equivalents"] > 0),
+                     key=lambda r: r["target_fraction"])  # a point that is a constant on every seed costs 0
         if not pts or method == "unpruned":
             continue
         x = [r["design"]["lut_equivalents"] for r in pts]
         y = [100 * r["design"]["test_accuracy"] for r in pts]
         err = [100 * r["design"]["test_accuracy_std"] for r in pts]
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=method,
+        style = method_style(result, method)
+        color = style["color"]
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=method, **style,
                     lw=2.2 if method.startswith("kernel") else 1.2)
         lowest = min([lowest, *(a - e for a, e in zip(y, err, strict=True) if a >= Y_FLOOR)])
+        for xi, yi, r in zip(x, y, pts, strict=True):  # below the floor: marked on it, labelled
+            if yi < Y_FLOOR:
+                ax.plot([xi], [Y_FLOOR + 0.15], marker="v", ms=8, color=color)
+                ax.annotate(f"{r['target_fraction']:.0%}: {yi:.1f}%", (xi, Y_FLOOR + 0.15),
+                            xytext=(4, 4), textcoords="offset points", fontsize=6, color=color)
     if ref is not None:
         acc = 100 * ref["design"]["test_accuracy"]
         ax.axhline(acc, color="grey", ls="--", lw=1, label=f"unpruned ({acc:.2f}%, {ref['design']['lut_equivalents']:,.0f})")
@@ -204,6 +227,8 @@ def lut_table(result: dict) -> str:
         rec = first.get((r["method"], r["target_fraction"]))
         shapes = ", ".join(f"{name} {'x'.join(map(str, shape))} {rec['design']['layers'][name]['strategy'][:4]}"
                            for name, shape in rec["design"]["shapes"].items()) if rec else ""
+        if d.get("collapsed_seeds"):
+            shapes += f"{'; ' if shapes else ''}a constant (no path from input to output) on seeds {d['collapsed_seeds']}"
         lines.append(f"| {r['method']} | {r['target_fraction']:.0%} | {_acc(d['test_accuracy'], d['test_accuracy_std'])} "
                      f"| {d['lut_equivalents']:,.0f} ({low:,}-{high:,}) | {d['parameters']:,.0f} | {shapes} |")
     return "\n".join(lines)
@@ -212,7 +237,9 @@ def lut_table(result: dict) -> str:
 def best_per_level(result: dict, levels=LUT_LEVELS) -> list[dict]:
     """Per accuracy level, each method's cheapest configuration within it, cheapest first."""
     rows = result["summary"]
-    ref = next(r for r in rows if r["method"] == "unpruned")["design"]
+    ref = next((r["design"] for r in rows if r["method"] == "unpruned"), None)
+    if ref is None:  # a run of some methods only (to be merged): no level to read against
+        return []
     out = []
     for level in levels:
         floor = ref["test_accuracy"] - level / 100
@@ -230,7 +257,10 @@ def best_per_level(result: dict, levels=LUT_LEVELS) -> list[dict]:
 def lut_reading(result: dict, default: str = DEFAULT_METHOD) -> str:
     """Which method's best configuration needs the fewest LUT-equivalents at each accuracy level."""
     lines = []
-    for entry in best_per_level(result):
+    levels = best_per_level(result)
+    if not levels:
+        return "- no `unpruned` reference in this run: merge it with one that has it to read the levels."
+    for entry in levels:
         ranked, ref = entry["ranked"], entry["unpruned"]
         head = f"- **within {entry['level']:g} points** (design accuracy >= {100 * entry['floor']:.2f}%): "
         if not ranked:
@@ -269,7 +299,7 @@ def lut_block(result: dict, png: Path, root: Path) -> str:
     p = result["protocol"]
     begin, end = lut_markers(p.get("network", "reference"))
     acc = [b["test_accuracy"] for b in result["baselines"]]
-    failures = "".join(f"\n- **{name} did not run**: {why}" for name, why in result["failures"].items())
+    failures = failure_lines(result)
     methods = "\n".join(f"- `{name}`: {m['description']}" for name, m in result["methods"].items())
     return f"""{begin}
 Command: `{result['command']}` ({_minutes(result)} on {result['machine']}).

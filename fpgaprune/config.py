@@ -114,6 +114,11 @@ class PruneConfig:
     # of the layer's magnitude)^channel_weight, so kernels in weak channels go first and whole
     # channels empty out for `reduce` to remove (a conv1 filter, fc1's inputs); 0 = magnitude alone.
     channel_weight: float = rule(0.0, min=0.0, max=4.0)
+    # Filter-aware ranking: also times the kernel's output channel's share^filter_weight, so whole
+    # filters empty first (a filter takes its bias and every input it feeds in the next layer: in
+    # the reference net a conv2 filter feeds 800 of fc1's weights); 0 = off. At 16 the weakest
+    # filters go whole and the layer's last few kernels come from the next weakest filter.
+    filter_weight: float = rule(0.0, min=0.0, max=64.0)
     # How kernels are chosen: threshold (magnitude below `threshold`), fraction (of each
     # layer), global_fraction (of all kernels together; with Dense layers among conv layers,
     # each unit relative to its layer's mean magnitude), spec (the mask spec file `spec`).

@@ -221,3 +221,25 @@ def test_channel_weight_empties_whole_channels_for_reduction():
 
     assert empty_channels(norms) == 0
     assert empty_channels(channel_weighted(norms, 2.0)) >= 2
+
+
+def test_filter_weight_empties_output_channels_first():
+    """Weak input rows and weak output columns alike: filter_weight empties the columns (whole
+    filters, which take the next layer's inputs with them), the channel weight splits between both."""
+    from fpgaprune.analysis.kernels import channel_weighted
+
+    rng = np.random.default_rng(1)
+    mag = rng.uniform(0.5, 1.5, size=(16, 16)).astype(np.float32)
+    mag[:, :4] *= 0.3  # four weak filters
+    mag[:4, :] *= 0.3  # four weak input channels
+    norms = {"conv2": mag}
+
+    def emptied(n):
+        masks = propose(n, "fraction", fraction=0.25, layers=["conv2"])["conv2"]
+        return int(masks.all(axis=0).sum()), int(masks.all(axis=1).sum())  # (filters, input channels)
+
+    filters, _ = emptied(channel_weighted(norms, 0.0, filter_weight=16.0))
+    assert filters == 4
+    assert emptied(channel_weighted(norms, 2.0))[0] < 4
+    weighted = channel_weighted(norms, 0.0, filter_weight=64.0)["conv2"]  # no overflow to inf
+    assert np.isfinite(weighted).all() and weighted.dtype == np.float64

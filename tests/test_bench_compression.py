@@ -157,13 +157,62 @@ def test_quick_mode_writes_the_hardware_cost_reading(tmp_path, t10k_path):
     assert "summed over 2 runs" in compression_report.lut_block(
         merged, merged_path.with_name("merged_lut.png"), compression.ROOT)
     assert (tmp_path / "merged_lut.png").is_file()
-    # Runs of different protocols, or sharing a seed, are refused with one line and nothing written.
+    # A later run of the same seed joins it: another method's points, and a point that failed
+    # before, which then replaces the failure.
+    later = json.loads(out.read_text())
+    for r in later["records"]:
+        r["method"] = "kernel-gradual" if r["method"] == "unpruned" else r["method"]
+        r["target_fraction"] = 0.95 if r["method"] == "kernel-gradual-channel" else r["target_fraction"]
+    later["protocol"]["target_fractions"] = [0.95]
+    later["methods"]["kernel-gradual"] = {"granularity": "kernel", "description": "gradual"}
+    failed = json.loads(out.read_text())
+    failed["failures"] = [{"method": "kernel-gradual-channel", "target_fraction": 0.95, "seed": 1, "error": "E: x"},
+                          {"method": "filter-l1", "target_fraction": 0.9, "seed": 1, "error": "E: y"}]
+    for path, part in (("later.json", later), ("failed.json", failed)):
+        (tmp_path / path).write_text(json.dumps(part))
+    assert compression.main(["--merge", str(tmp_path / "failed.json"), str(tmp_path / "later.json"),
+                             "--out", str(merged_path), "--no-results-md"]) == 0
+    merged = json.loads(merged_path.read_text())
+    assert merged["protocol"]["seeds"] == [1] and merged["protocol"]["target_fractions"] == [0.9, 0.95]
+    assert {(r["method"], r["target_fraction"]) for r in merged["records"]} == {
+        ("unpruned", 0.0), ("kernel-gradual-channel", 0.9), ("kernel-gradual", 0.0), ("kernel-gradual-channel", 0.95)}
+    assert [f["method"] for f in merged["failures"]] == ["filter-l1"]
+    assert "- **filter-l1 at 90% did not run on seed 1**: E: y" in compression_report.lut_block(
+        merged, merged_path.with_name("merged_lut.png"), compression.ROOT)
+    # Runs of different protocols, a point twice, or one seed's two different baselines are
+    # refused with one line and nothing written.
     other["protocol"]["extra_epochs"] = 3
     second.write_text(json.dumps(other))
+    later["baselines"][0]["test_accuracy"] += 0.01
+    (tmp_path / "later.json").write_text(json.dumps(later))
     refused = tmp_path / "refused.json"
     assert compression.main(["--merge", str(out), str(second), "--out", str(refused), "--no-results-md"]) == 2
     assert compression.main(["--merge", str(out), str(out), "--out", str(refused), "--no-results-md"]) == 2
+    assert compression.main(["--merge", str(out), str(tmp_path / "later.json"), "--out", str(refused),
+                             "--no-results-md"]) == 2
     assert not refused.exists()
+
+
+def test_a_point_with_no_path_from_input_to_output_is_recorded_as_a_constant(point, t10k_path):
+    """Every conv1 filter zero: the design is a constant, recorded at 0 LUT-eq with its accuracy."""
+    import compression_design
+    import numpy as np
+    import tensorflow as tf
+
+    from fpgaprune.data import load_dataset
+
+    compression, baseline, _, _, _ = point
+    model = tf.keras.models.clone_model(baseline)
+    model.set_weights(baseline.get_weights())
+    conv1 = model.get_layer("conv1")
+    conv1.kernel.assign(np.zeros(conv1.kernel.shape, np.float32))
+    data = load_dataset("mnist-5k", validation_fraction=0.1, seed=1, limit=300, test=f"mnist-t10k:{t10k_path}")
+    d = compression_design.design(model, data, compression.bench_config(ROOT / "configs" / "mnist_cnn.yaml"),
+                                  ["conv1", "conv2"])
+    assert "does not depend on its input" in d["collapsed"]
+    assert d["lut_equivalents"] == d["lut"] == d["dsp"] == d["parameters"] == 0 and d["kernels_dead"]["conv1"] == 32
+    predictions = model.predict(data.x_test[:50], verbose=0).argmax(axis=1)
+    assert len(set(predictions)) == 1 and 0.0 <= d["test_accuracy"] <= 0.2
 
 
 def test_a_second_block_joins_its_heading_section(tmp_path):

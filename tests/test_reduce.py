@@ -197,9 +197,18 @@ def test_what_it_does_not_understand_is_kept_unreduced_with_the_reason(extra, fr
     pruned = np.zeros((4, 3), bool)
     pruned[1, :] = True
     reduced, masks, report = reduced_and_checked(model, {"b": pruned})
-    assert not report["reduced"] and fragment in report["refused"]
+    assert not report["reduced"] and fragment in report["refused"] and not report["constant"]
     assert kernel_shape(reduced, "a") == [3, 3, 1, 4] and masks["b"].shape == (4, 3)
     assert report_lines(report).startswith("not reduced:")
+
+
+def test_masks_that_cut_every_path_say_the_model_is_constant():
+    model = chain(L.Conv2D(4, 3, name="a"), L.ReLU(), L.Conv2D(3, 3, name="b"), L.Flatten(), L.Dense(2))
+    reduced, masks, report = reduced_and_checked(model, {"b": np.ones((4, 3), bool)})
+    assert not report["reduced"] and report["constant"] and "does not depend on its input" in report["refused"]
+    out = reduced.predict(images(5), verbose=0)
+    np.testing.assert_allclose(out, np.broadcast_to(out[:1], out.shape), atol=1e-6)  # the same for every image
+    assert kernel_shape(reduced, "b") == [3, 3, 4, 3] and masks["b"].all()
 
 
 def test_a_branching_model_is_kept_unreduced():

@@ -125,6 +125,19 @@ def test_gradual_keeps_last_model_within_budget(trained, small_data):
     assert s["masked_max_abs"] == 0.0
 
 
+def test_gradual_with_filter_weight_empties_whole_filters(trained, small_data):
+    """Half of conv2's kernels: ranked by magnitude alone they spread over the filters (none
+    empties); with filter_weight the weakest filters empty whole (reduction removes them and
+    fc1's inputs they fed)."""
+    def emptied_filters(**options):
+        cfg = config(layers=["conv2"], schedule=[0.5], epochs=0, max_accuracy_drop=1.0, **options)
+        model, s = prune_gradual(trained, small_data, cfg, progress=False)
+        assert s["kernels_pruned"]["conv2"] == 512 and s["masked_max_abs"] == 0.0
+        return int(masks_of(model)["conv2"].all(axis=0).sum())
+
+    assert emptied_filters(filter_weight=16.0) >= 8 and emptied_filters() == 0  # 10 and 0 here
+
+
 def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
     """Scripted validation accuracies: over budget once is tolerated, twice in a row stops."""
     script = iter([0.90, 0.95, 0.80, 0.90, 0.70, 0.70, 0.99])  # baseline, then rounds 1..6

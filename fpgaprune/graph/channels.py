@@ -42,6 +42,10 @@ class Refused(Exception):
     """The model is not one the reduction understands; the message says why."""
 
 
+class ConstantOutput(Refused):
+    """The masks leave no path from the input to the output: the model computes a constant."""
+
+
 @dataclass(frozen=True)
 class Link:
     """One layer of the chain: kind is conv, dense, same (channel-wise), mix or flatten."""
@@ -163,7 +167,7 @@ def plan_channels(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> Plan:
         else:
             keep.append(keep[k].copy())
         if not keep[-1].any():
-            raise Refused(f"every channel after layer {link.layer.name!r} is constant or unused "
+            raise ConstantOutput(f"every channel after layer {link.layer.name!r} is constant or unused "
                           "(the model's output does not depend on its input)")
     return Plan(links, consts, keep, masks)
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 from ..analysis.counts import macs
 from ..masks import MASK_CONSTRAINTS, ChannelMask, apply_masks, check_masks, masks_of
 from ..report.table import table
-from .channels import Link, Plan, Refused, plan_channels
+from .channels import ConstantOutput, Link, Plan, Refused, plan_channels
 
 
 def reduce_model(model: tf.keras.Model, masks: dict[str, np.ndarray]):
@@ -110,14 +110,16 @@ def _report(model, masks, reduced, reduced_masks, plan: Plan) -> dict:
             row.update(_channel_notes(plan, k))
             row["bias_added"] = bool(reduced.get_layer(name).use_bias and not link.layer.use_bias)
         rows.append(row)
-    return {"reduced": True, "refused": None, "layers": rows, **_totals(model, reduced, before, after)}
+    return {"reduced": True, "refused": None, "constant": False, "layers": rows,
+            **_totals(model, reduced, before, after)}
 
 
 def _refused(model, masks, exc: Refused) -> dict:
     cost = macs(model, masks)
     rows = [{"layer": layer.name, "type": type(layer).__name__, "before": _shape(layer), "after": _shape(layer)}
             for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    return {"reduced": False, "refused": str(exc), "layers": rows, **_totals(model, model, cost, cost)}
+    return {"reduced": False, "refused": str(exc), "constant": isinstance(exc, ConstantOutput), "layers": rows,
+            **_totals(model, model, cost, cost)}
 
 
 def _totals(model, reduced, before: dict, after: dict) -> dict:
