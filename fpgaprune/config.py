@@ -117,7 +117,7 @@ class PruneConfig:
     # Filter-aware ranking: also times the kernel's output channel's share^filter_weight, so whole
     # filters empty first (a filter takes its bias and every input it feeds in the next layer: in
     # the reference net a conv2 filter feeds 800 of fc1's weights); 0 = off. At 16 the weakest
-    # filters go whole and the layer's last few kernels come from the next weakest filter.
+    # filters mostly go whole (at half of conv2, 15 of 32, plus a few tiny kernels of strong ones).
     filter_weight: float = rule(0.0, min=0.0, max=64.0)
     # How kernels are chosen: threshold (magnitude below `threshold`), fraction (of each
     # layer), global_fraction (of all kernels together; with Dense layers among conv layers,
