@@ -36,12 +36,7 @@ def plot(result: dict, path: Path) -> None:
             line = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=method,
                                **method_style(result, method))
             lowest = min([lowest, *(a - e for a, e in zip(y, err, strict=True) if a >= Y_FLOOR)])
-            # Collapsed points would squash every other line: draw them on the floor, labelled.
-            for xi, yi, r in zip(x, y, pts, strict=True):
-                if yi < Y_FLOOR:
-                    ax.plot([xi], [Y_FLOOR + 0.15], marker="v", ms=8, color=line[0].get_color())
-                    ax.annotate(f"{method} {r['target_fraction']:.0%}: {yi:.1f}%", (xi, Y_FLOOR + 0.15),
-                                xytext=(6, 4), textcoords="offset points", fontsize=7)
+            mark_below_floor(ax, x, y, pts, line[0].get_color(), f"{method} ")
         ax.set_ylim(max(Y_FLOOR, lowest - 0.5), 99.0)
         if ref is not None:
             acc = 100 * _value(ref, bits, "test_accuracy")
@@ -56,6 +51,16 @@ def plot(result: dict, path: Path) -> None:
                  f"(pruned: {', '.join(result['protocol']['layers'])}; seeds {result['protocol']['seeds']}; "
                  f"{result['protocol']['extra_epochs']} extra epochs each)")
     fig.savefig(path, dpi=110)
+
+
+def mark_below_floor(ax, x, y, pts, color, label: str = "") -> None:
+    """Points under the accuracy axis's floor (collapsed ones) drawn on it, labelled, so they
+    do not squash every other line."""
+    for xi, yi, r in zip(x, y, pts, strict=True):
+        if yi < Y_FLOOR:
+            ax.plot([xi], [Y_FLOOR + 0.15], marker="v", ms=8, color=color)
+            ax.annotate(f"{label}{r['target_fraction']:.0%}: {yi:.1f}%", (xi, Y_FLOOR + 0.15),
+                        xytext=(6, 4), textcoords="offset points", fontsize=7)
 
 
 def method_style(result: dict, method: str) -> dict:
@@ -189,15 +194,10 @@ def plot_lut(result: dict, path: Path) -> None:
         y = [100 * r["design"]["test_accuracy"] for r in pts]
         err = [100 * r["design"]["test_accuracy_std"] for r in pts]
         style = method_style(result, method)
-        color = style["color"]
         ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=method, **style,
                     lw=2.2 if method.startswith("kernel") else 1.2)
         lowest = min([lowest, *(a - e for a, e in zip(y, err, strict=True) if a >= Y_FLOOR)])
-        for xi, yi, r in zip(x, y, pts, strict=True):  # below the floor: marked on it, labelled
-            if yi < Y_FLOOR:
-                ax.plot([xi], [Y_FLOOR + 0.15], marker="v", ms=8, color=color)
-                ax.annotate(f"{r['target_fraction']:.0%}: {yi:.1f}%", (xi, Y_FLOOR + 0.15),
-                            xytext=(4, 4), textcoords="offset points", fontsize=6, color=color)
+        mark_below_floor(ax, x, y, pts, style["color"])
     if ref is not None:
         acc = 100 * ref["design"]["test_accuracy"]
         ax.axhline(acc, color="grey", ls="--", lw=1, label=f"unpruned ({acc:.2f}%, {ref['design']['lut_equivalents']:,.0f})")

@@ -165,6 +165,8 @@ def test_quick_mode_writes_the_hardware_cost_reading(tmp_path, t10k_path):
         r["target_fraction"] = 0.95 if r["method"] == "kernel-gradual-channel" else r["target_fraction"]
     later["protocol"]["target_fractions"] = [0.95]
     later["methods"]["kernel-gradual"] = {"granularity": "kernel", "description": "gradual"}
+    assert compression_report.lut_reading({**later, "summary": compression.summarize(later["records"])}).startswith(
+        "- no `unpruned` reference in this run")  # a run of further methods alone has no levels to read
     failed = json.loads(out.read_text())
     failed["failures"] = [{"method": "kernel-gradual-channel", "target_fraction": 0.95, "seed": 1, "error": "E: x"},
                           {"method": "filter-l1", "target_fraction": 0.9, "seed": 1, "error": "E: y"}]

@@ -92,7 +92,7 @@ def channel_weighted(norms: dict[str, np.ndarray], weight: float, filter_weight:
 
     out = {}
     for name, mag in norms.items():
-        mag = np.asarray(mag, np.float64)  # a share of 4 to the 20th power is past float32's range
+        mag = np.asarray(mag, np.float64)  # a share of 4 to the 64th power is past float32's range
         rows, cols = share(mag.sum(axis=1)), share(mag.sum(axis=0))
         out[name] = mag * (rows[:, None] ** weight) * (cols[None, :] ** (weight + filter_weight))
     return out

@@ -168,7 +168,7 @@ def plan_channels(model: tf.keras.Model, masks: dict[str, np.ndarray]) -> Plan:
             keep.append(keep[k].copy())
         if not keep[-1].any():
             raise ConstantOutput(f"every channel after layer {link.layer.name!r} is constant or unused "
-                          "(the model's output does not depend on its input)")
+                                 "(the model's output does not depend on its input)")
     return Plan(links, consts, keep, masks)
 
 
