@@ -162,9 +162,10 @@ def test_dead_layers_and_empty_prunes_are_said_plainly(tmp_path):
     total, pruned = {"conv1": 32, "conv2": 1024, "total": 1056}, {"conv1": 0, "conv2": 1024, "total": 1024}
     assert pruning_warnings(total, pruned, "oneshot", None) == [
         "warning: conv2: all 1024 kernels pruned; the layer passes on only its biases"]
-    nothing = pruning_warnings(total, {"conv1": 0, "conv2": 0, "total": 0}, "gradual", 0.97)
-    assert nothing == ["warning: no kernel was pruned: the first round already fell below the validation budget "
-                       "(0.9700); raise prune.max_accuracy_drop or lower prune.step"]
+    nothing = pruning_warnings(total, {"conv1": 0, "conv2": 0, "total": 0}, "gradual",
+                               {"validation": 0.97, "training": 0.9934})
+    assert nothing == ["warning: no kernel was pruned: the first round already fell below the budget "
+                       "(validation 0.9700, training 0.9934); raise prune.max_accuracy_drop or lower prune.step"]
     proc = run_cli("prune", *args_for(tmp_path, "--fraction", "1.0", "--layers", "conv2", "--epochs", "0"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "warning: conv2: all 32 kernels pruned" in proc.stdout

@@ -41,6 +41,13 @@ def trained(small_data):
     return model
 
 
+def script_validation(monkeypatch, evaluate):
+    """Scripted validation accuracy (`evaluate(model, data)`), training accuracy steady at 1.0:
+    the training split's budget never decides."""
+    monkeypatch.setattr(gradual, "evaluate", evaluate)
+    monkeypatch.setattr(gradual, "accuracy", lambda model, x, y: 1.0)
+
+
 def conv2_mask(*pairs):
     m = np.zeros((32, 32), bool)
     for cin, cout in pairs:
@@ -141,7 +148,7 @@ def test_gradual_with_filter_weight_empties_whole_filters(trained, small_data):
 def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
     """Scripted validation accuracies: over budget once is tolerated, twice in a row stops."""
     script = iter([0.90, 0.95, 0.80, 0.90, 0.70, 0.70, 0.99])  # baseline, then rounds 1..6
-    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    script_validation(monkeypatch, lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
     cfg = config(
         layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], epochs=0, max_accuracy_drop=0.05, patience=1
     )
@@ -151,10 +158,47 @@ def test_gradual_patience_and_budget_logic(monkeypatch, trained, small_data):
     assert s["val_accuracy_after"] == 0.90 and s["val_accuracy_baseline"] == 0.90
 
 
+def test_gradual_budget_holds_on_training_accuracy_too(monkeypatch, trained, small_data, capsys):
+    """Validation steady within budget while training accuracy falls (as test accuracy does once
+    pruning takes capacity): the default budget splits stop on training; [validation] alone goes on."""
+    def scripted(splits):
+        monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": 0.9, "test_accuracy": None})
+        train = iter([1.0, 0.999, 0.98, 0.97, 0.96])  # baseline, then rounds 1..4
+        monkeypatch.setattr(gradual, "accuracy", lambda model, x, y: next(train))
+        cfg = config(layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4], epochs=0, max_accuracy_drop=0.005,
+                     patience=1, **({"budget_splits": splits} if splits else {}))
+        return prune_gradual(trained, small_data, cfg, progress=True)[1]
+
+    s = scripted(None)
+    assert s["budget_splits"] == ["validation", "training"]
+    assert [r["within_budget"] for r in s["history"]] == [True, True, False, False]
+    assert [r["train_accuracy"] for r in s["history"]] == [1.0, 0.999, 0.98, 0.97]
+    assert s["kernels_pruned"]["conv2"] == int(np.ceil(0.1 * 1024))  # round 1, the last within budget
+    assert (s["train_accuracy_baseline"], s["train_accuracy_after"]) == (1.0, 0.999)
+    assert s["train_accuracy_floor"] == pytest.approx(0.995) and s["val_accuracy_floor"] == pytest.approx(0.895)
+    out = capsys.readouterr().out
+    assert "round 2: fraction 0.20 (conv2 205): val 0.9000, train 0.9800: over budget (train < 0.9950)" in out
+
+    only_val = scripted(["validation"])
+    assert all(r["within_budget"] for r in only_val["history"]) and "train_accuracy" not in only_val["history"][1]
+    assert only_val["kernels_pruned"]["conv2"] == int(np.ceil(0.4 * 1024)) and "train_accuracy_floor" not in only_val
+
+
+def test_gradual_on_training_accuracy_alone_needs_no_validation_split(trained, small_data):
+    empty = replace(small_data, x_val=small_data.x_val[:0], y_val=small_data.y_val[:0])
+    cfg = config(layers=["conv2"], schedule=[0.25], epochs=0, max_accuracy_drop=0.5)
+    with pytest.raises(BadInput, match=r"needs a validation split .*budget_splits: \[training\]"):
+        prune_gradual(trained, empty, cfg, progress=False)
+    _, s = prune_gradual(trained, empty, replace(cfg, prune=replace(cfg.prune, budget_splits=["training"])),
+                         progress=False)
+    assert s["kernels_pruned"]["conv2"] == 256 and s["val_accuracy_floor"] is None
+    assert s["history"][1]["within_budget"] and s["history"][1]["val_accuracy"] is None
+
+
 def test_gradual_progress_off_a_terminal_has_no_carriage_returns(monkeypatch, trained, small_data, capsys):
     """progress on, output captured (not a TTY): the round lines alone, no bar redraws in the log."""
     script = iter([0.9, 0.9, 0.9])
-    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    script_validation(monkeypatch, lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
     prune_gradual(trained, small_data, config(layers=["conv2"], schedule=[0.1, 0.2], epochs=0), progress=True)
     out, err = capsys.readouterr()
     assert "\r" not in out + err and "gradual pruning" not in err
@@ -163,7 +207,7 @@ def test_gradual_progress_off_a_terminal_has_no_carriage_returns(monkeypatch, tr
 
 def test_gradual_nothing_within_budget_returns_unpruned_copy(monkeypatch, trained, small_data):
     script = iter([0.9, 0.5])
-    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
+    script_validation(monkeypatch, lambda model, data: {"val_accuracy": next(script), "test_accuracy": None})
     cfg = config(layers=["conv2"], schedule=[0.5, 0.9], epochs=0, patience=0)
     model, s = prune_gradual(trained, small_data, cfg, progress=False)
     assert model is not trained and s["kernels_pruned"]["total"] == 0
@@ -180,7 +224,7 @@ def _scripted_by_fraction(monkeypatch, fails, added=None):
         masks = masks_of(model)
         f = {name: float(masks[name].mean()) if name in masks else 0.0 for name in ("conv2", "fc1")}
         return {"val_accuracy": 0.5 if fails(f["conv2"], f["fc1"]) else 0.9, "test_accuracy": None}
-    monkeypatch.setattr(gradual, "evaluate", evaluate)
+    script_validation(monkeypatch, evaluate)
 
 
 def test_per_layer_budget_lets_each_layer_stop_at_its_own_fraction(monkeypatch, trained, small_data):
@@ -282,7 +326,7 @@ def test_gradual_interrupted_after_a_round_resumes_to_the_same_result(
 ):
     """Round 2 is over budget, so after it the kept model is round 1's, not the current one."""
     by_pruned = {0: 0.90, 103: 0.95, 205: 0.80, 308: 0.90, 410: 0.70, 512: 0.70}
-    monkeypatch.setattr(gradual, "evaluate", lambda model, data: {
+    script_validation(monkeypatch, lambda model, data: {
         "val_accuracy": by_pruned[int(masks_of(model).get("conv2", np.zeros(0)).sum())], "test_accuracy": None})
     cfg = config(layers=["conv2"], schedule=[0.1, 0.2, 0.3, 0.4, 0.5], epochs=1, max_accuracy_drop=0.05, patience=1)
     unbroken, expected = prune_gradual(trained, small_data, cfg, progress=False)

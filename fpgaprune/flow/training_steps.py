@@ -86,14 +86,18 @@ def refuse_nested(model) -> None:
         )
 
 
-def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, floor: float | None,
+def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, floors: dict[str, float] | None,
                      weights_pruned: dict[str, int] | None = None) -> list[str]:
-    """Plain words for a prune that killed a layer or pruned nothing (Dense weights count as pruned)."""
+    """Plain words for a prune that killed a layer or pruned nothing (Dense weights count as pruned).
+
+    `floors`: gradual mode's budget, split name -> the lowest accuracy a round could keep.
+    """
     out = [f"warning: {name}: all {n} kernels pruned; the layer passes on only its biases"
            for name, n in total.items() if name != "total" and n and pruned.get(name) == n]
     if not pruned.get("total") and not (weights_pruned or {}).get("total"):
-        why = (f": the first round already fell below the validation budget ({floor:.4f}); raise "
-               "prune.max_accuracy_drop or lower prune.step" if mode == "gradual" and floor is not None else "")
+        where = ", ".join(f"{split} {floor:.4f}" for split, floor in (floors or {}).items())
+        why = (f": the first round already fell below the budget ({where}); raise "
+               "prune.max_accuracy_drop or lower prune.step" if mode == "gradual" and where else "")
         out.append(f"warning: no kernel was pruned{why}")
     return out
 
@@ -107,8 +111,9 @@ def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]):
     spec_masks_of(run, cfg, model)
     check_layers(model, cfg.prune.layers)
     data = run.load_data(options.test_data)
-    if cfg.prune.mode == "gradual" and len(data.x_val) == 0:
-        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+    if cfg.prune.mode == "gradual" and "validation" in cfg.prune.budget_splits and len(data.x_val) == 0:
+        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget "
+                       "(or prune.budget_splits: [training])")
     return data
 
 
@@ -121,7 +126,7 @@ MIN_BUDGET_IMAGES = 2
 def check_prune(run: Run, cfg: Config, options: Options, planned: set[str]) -> None:
     """What the prune step reads (check_selection), and a validation split that can measure its budget."""
     data = check_selection(run, cfg, options, planned)
-    if cfg.prune.mode == "gradual":
+    if cfg.prune.mode == "gradual" and "validation" in cfg.prune.budget_splits:
         check_budget(cfg, len(data.x_val))
 
 
@@ -261,8 +266,11 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
                          f"(largest |w| {summary['masked_max_abs']})")
     summary["dataset"] = data.name
     summary["test_dataset"] = data.test_name if len(data.x_test) else None
+    floors = {split: summary.get(f"{key}_floor") for split, key in (("validation", "val_accuracy"),
+                                                                     ("training", "train_accuracy"))}
     summary["warnings"] = pruning_warnings(summary["kernels_total"], summary["kernels_pruned"], summary["mode"],
-                                           summary.get("val_accuracy_floor"), summary.get("weights_pruned"))
+                                           {k: v for k, v in floors.items() if v is not None},
+                                           summary.get("weights_pruned"))
     result = StageResult("prune", summary["val_accuracy_after"], summary["test_accuracy_after"],
                          summary["kernels_pruned"]["total"], summary["kernels_total"]["total"], summary=summary)
     folder = run.save("pruned", model, result.with_summary(), force=options.force, extras=extras)

@@ -217,11 +217,13 @@ def accuracy_vs_fraction(
     path: str | Path,
     *,
     floor: float | None = None,
+    train_floor: float | None = None,
 ) -> Path:
     """Accuracy after each pruning round against the fraction of kernels pruned.
 
     `history` is the pruned stage's summary["history"] (round, fraction, val_accuracy,
-    test_accuracy, within_budget); `floor` is gradual mode's validation-accuracy budget.
+    test_accuracy, within_budget, train_accuracy where training is a budget split); `floor` and
+    `train_floor` are gradual mode's budget on validation and on training accuracy.
     """
     if not history:
         raise BadInput("accuracy plot: the pruning history is empty")
@@ -229,7 +231,8 @@ def accuracy_vs_fraction(
     fig = _figure(6.0, 3.6)
     ax = fig.subplots()
     fractions = np.array([float(r.get("fraction", 0.0)) for r in rows])
-    for key, label, color in (("val_accuracy", "validation", KEPT_COLOR), ("test_accuracy", "test", "#2ca02c")):
+    for key, label, color in (("val_accuracy", "validation", KEPT_COLOR), ("train_accuracy", "training", "#9467bd"),
+                              ("test_accuracy", "test", "#2ca02c")):
         acc = np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
         if np.all(np.isnan(acc)):
             continue
@@ -246,7 +249,10 @@ def accuracy_vs_fraction(
         ax.plot(k["fraction"], k["val_accuracy"], marker="*", markersize=15, color="#ff7f0e", linestyle="none",
                 label=f"kept model ({100 * float(k['fraction']):.0f}% pruned)")
     if floor is not None:
-        ax.axhline(floor, color="black", linestyle="--", linewidth=1.0, label=f"budget floor {floor:.4f}")
+        ax.axhline(floor, color="black", linestyle="--", linewidth=1.0, label=f"validation floor {floor:.4f}")
+    if train_floor is not None:
+        ax.axhline(train_floor, color="#9467bd", linestyle=":", linewidth=1.0,
+                   label=f"training floor {train_floor:.4f}")
     ax.set_xlabel("fraction of kernels pruned")
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy after masked retraining, per pruning round", fontsize=10)

@@ -204,7 +204,8 @@ def pruning_section(run: RunData, figs) -> list[dict]:
                   for r in history]
         parts += [heading("Rounds"), table(rounds), figs.add(
             "accuracy_vs_fraction.png", "accuracy against the fraction pruned",
-            lambda f: plots.accuracy_vs_fraction(history, f, floor=s.get("val_accuracy_floor")))]
+            lambda f: plots.accuracy_vs_fraction(history, f, floor=s.get("val_accuracy_floor"),
+                                                  train_floor=s.get("train_accuracy_floor")))]
     if s.get("macs_before"):
         parts.append(figs.add("multiplications.png", "multiplications per layer before/after pruning",
                               lambda f: plots.multiplications(s["macs_before"], s["macs_after"], f, cut=cut)))

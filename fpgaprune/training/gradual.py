@@ -31,10 +31,12 @@ from ..data import Dataset
 from ..errors import BadInput
 from ..masks import apply_masks, conv_kernel, masks_of
 from ..process import reseed
-from .fit import evaluate
+from .fit import accuracy, evaluate
 from .retrain import _round, fraction_schedule, masked_retrain, prune_summary
 
 SHARED = "all"  # the one group's name under budget: shared
+# prune.budget_splits -> the score each is measured by, and its name in the round lines
+BUDGET_SCORES = {"validation": ("val_accuracy", "val"), "training": ("train_accuracy", "train")}
 
 
 @dataclass
@@ -83,6 +85,25 @@ def unit_costs(model: tf.keras.Model, cfg: Config, layers: list[str]) -> dict[st
     return out
 
 
+def budget_scores(model: tf.keras.Model, data: Dataset, splits: list[str]) -> dict:
+    """Validation and test accuracy, and training accuracy where it is a budget split."""
+    scores = evaluate(model, data)
+    if "training" in splits:
+        scores["train_accuracy"] = accuracy(model, data.x_train, data.y_train)
+    return scores
+
+
+def budget_floors(baseline: dict, p: PruneConfig) -> dict[str, float]:
+    """Score key -> the lowest value a round may reach: the baseline's own, less max_accuracy_drop."""
+    keys = [BUDGET_SCORES[split][0] for split in p.budget_splits]
+    return {key: baseline[key] - p.max_accuracy_drop for key in keys}
+
+
+def over_budget(scores: dict, floors: dict[str, float]) -> list[str]:
+    """The score keys below their floor (none: the round is within budget)."""
+    return [key for key, floor in floors.items() if scores[key] < floor - 1e-9]
+
+
 def val_loss(model: tf.keras.Model, data: Dataset) -> float:
     """Cross-entropy on the validation split: a smoother signal than accuracy on a few hundred images."""
     p = np.asarray(model.predict(data.x_val, batch_size=512, verbose=0), np.float64)
@@ -122,10 +143,12 @@ def prune_gradual(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
 ) -> tuple[tf.keras.Model, dict]:
-    """Prune more and retrain, round by round, while validation accuracy stays within budget.
+    """Prune more and retrain, round by round, while accuracy stays within budget.
 
-    Validation accuracy on a few hundred images is noisy, so up to `prune.patience` rounds of a
-    group over budget in a row are tolerated (pruning continues from them); the model returned is
+    The budget holds on each of `prune.budget_splits` (validation, training) against the
+    baseline's accuracy there. Validation accuracy on a few hundred images is noisy, so up to
+    `prune.patience` rounds of a group over budget in a row are tolerated (pruning continues
+    from them); the model returned is
     always the last one within budget; `summary["ranked_norms"]` holds the magnitudes its masks
     were ranked from (the previous round's model). Each round is seeded by (seed, round) alone. With
     `checkpoint_dir`, every epoch and every finished round is saved; `resume` continues from
@@ -139,8 +162,8 @@ def prune_gradual(
     groups = layer_groups(p, layers)
     schedules = group_schedules(p, groups)
     costs = unit_costs(model, cfg, layers)
-    baseline = evaluate(model, data)
-    floor = baseline["val_accuracy"] - p.max_accuracy_drop
+    baseline = budget_scores(model, data, p.budget_splits)
+    floors = budget_floors(baseline, p)
     saved = (RoundCheckpoint(Path(checkpoint_dir) / "rounds", cfg.model.allow_custom_code)
              if checkpoint_dir is not None else None)
     state = _start_gradual(model, baseline, saved if resume else None, groups)
@@ -150,10 +173,10 @@ def prune_gradual(
     while (group := _next_group(state, groups, schedules, costs, data, cfg, layers)) is not None:
         i = state.rounds_done + 1
         epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
-        closed = _prune_round(state, i, group, groups, schedules, data, cfg, layers, floor,
+        closed = _prune_round(state, i, group, groups, schedules, data, cfg, layers, floors,
                               verbose=verbose, callbacks=callbacks, checkpoint_dir=epochs_dir, resume=resume)
         if progress:
-            rounds.write(_round_line(state.history[-1], floor, closed, len(groups) > 1))
+            rounds.write(_round_line(state.history[-1], floors, closed, len(groups) > 1))
         if saved is not None:
             _save_round(saved, state, model)
             remove_checkpoint(epochs_dir)
@@ -164,7 +187,12 @@ def prune_gradual(
     seconds = time.perf_counter() - start
     summary = prune_summary(kept, state.kept_masks, baseline, state.kept_scores, cfg, "gradual", state.history, seconds)
     summary["budget"] = p.budget
-    summary["val_accuracy_floor"] = floor
+    summary["budget_splits"] = list(p.budget_splits)
+    summary["val_accuracy_floor"] = floors.get("val_accuracy")
+    if "train_accuracy" in floors:
+        summary["train_accuracy_baseline"] = baseline["train_accuracy"]
+        summary["train_accuracy_after"] = state.kept_scores.get("train_accuracy")
+        summary["train_accuracy_floor"] = floors["train_accuracy"]
     summary["ranked_norms"] = state.kept_ranked  # arrays, not JSON: the prune step saves them beside the model
     return kept, summary
 
@@ -177,8 +205,9 @@ def _check_gradual(p: PruneConfig, data: Dataset) -> None:
     if p.budget == "per_layer" and p.select != "fraction":
         raise BadInput("prune.budget: per_layer steps each layer by its own fraction, so select must be 'fraction', "
                        f"not {p.select!r}")
-    if len(data.x_val) == 0:
-        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget")
+    if "validation" in p.budget_splits and len(data.x_val) == 0:
+        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget "
+                       "(or prune.budget_splits: [training])")
 
 
 def _check_layer_schedules(p: PruneConfig, layers: list[str]) -> None:
@@ -243,7 +272,7 @@ def _step_masks(state: _GradualState, group: str, groups, schedules, norms, p: P
 
 
 def _prune_round(state: _GradualState, i: int, group: str, groups, schedules, data: Dataset, cfg: Config,
-                 layers: list[str], floor: float, **fit_options) -> bool:
+                 layers: list[str], floors: dict[str, float], **fit_options) -> bool:
     """Round i: step `group` to its next fraction, retrain, keep the model if within budget.
 
     Returns whether the group closed: over budget more than `patience` rounds in a row, so the
@@ -257,8 +286,8 @@ def _prune_round(state: _GradualState, i: int, group: str, groups, schedules, da
     state.current, result = masked_retrain(state.current, masks, data, cfg, seed=cfg.seed + i, **fit_options)
     state.current_masks = masks
     state.steps = {**state.steps, group: state.steps[group] + 1}
-    scores = evaluate(state.current, data)
-    within = scores["val_accuracy"] >= floor - 1e-9
+    scores = budget_scores(state.current, data, p.budget_splits)
+    within = not over_budget(scores, floors)
     row = _round(i, units_fraction(state.current, masks) if len(groups) > 1 else fraction, masks, scores, result,
                  within, dense_names(state.current, layers))
     if len(groups) > 1:
@@ -291,14 +320,16 @@ def _save_round(saved: RoundCheckpoint, state: _GradualState, model: tf.keras.Mo
     saved.save(state.rounds_done, loop, models)
 
 
-def _round_line(row: dict, floor: float, closed: bool, per_layer: bool) -> str:
+def _round_line(row: dict, floors: dict[str, float], closed: bool, per_layer: bool) -> str:
     pruned = ", ".join([*(f"{k} {v}" for k, v in row["kernels_pruned"].items()),
                         *(f"{k} {v} weights" for k, v in row.get("weights_pruned", {}).items())])
-    test = f", test {row['test_accuracy']:.4f}" if row["test_accuracy"] is not None else ""
-    verdict = "within budget" if row["within_budget"] else f"over budget (val < {floor:.4f})"
+    short = {key: name for key, name in BUDGET_SCORES.values()}
+    below = ", ".join(f"{short[key]} < {floors[key]:.4f}" for key in over_budget(row, floors))
+    verdict = "within budget" if row["within_budget"] else f"over budget ({below})"
     if closed and not row["within_budget"]:
         verdict += f"; {row['layer']} stays at its last fraction within budget" if per_layer else "; stop"
-    val = f"val {row['val_accuracy']:.4f}{test}"
+    val = ", ".join(f"{name} {row[key]:.4f}" for key, name in (*BUDGET_SCORES.values(), ("test_accuracy", "test"))
+                    if row.get(key) is not None)
     if per_layer:
         step = f"{row['layer']} to {row['fractions'][row['layer']]:.2f}"
         return f"round {row['round']}: {step} ({pruned}): {val}: {verdict}"

@@ -116,6 +116,8 @@ def _round(index, fraction, masks, scores, result: FitResult | None, within: boo
         "seconds": float(sum(result.epoch_seconds)) if result else 0.0,
         "within_budget": within,
     }
+    if scores.get("train_accuracy") is not None:  # a budget split of gradual mode
+        row["train_accuracy"] = scores["train_accuracy"]
     if dense:
         row["weights_pruned"] = {name: int(np.count_nonzero(masks[name])) for name in dense if name in masks}
     return row
