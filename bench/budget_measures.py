@@ -5,8 +5,9 @@
 
 The run's baseline is pruned by the run's gradual schedule with the budget off
 (`max_accuracy_drop: 1`), so every round of the schedule is trained and measured whatever its
-accuracy. Per round it prints the drop from the baseline's own accuracy on validation, training
-and test: the budget should follow the test drop, which the flow never sees.
+accuracy, in the flow's process settings. Per round it prints the drop from the baseline's own
+accuracy on validation, training and test: the budget should follow the test drop, which the
+flow never sees.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fpgaprune.io import write_json  # noqa: E402
-from fpgaprune.process import reseed  # noqa: E402
+from fpgaprune.process import configure_process, reseed  # noqa: E402
 from fpgaprune.report.table import table  # noqa: E402
 from fpgaprune.run import Run  # noqa: E402
 from fpgaprune.training.gradual import prune_gradual  # noqa: E402
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--test-data", metavar="DATASET", help="the test split, e.g. mnist-t10k:PATH")
     ap.add_argument("--out", type=Path, default=None, help="write the rounds as JSON")
     args = ap.parse_args()
+    configure_process()  # the flow's process settings (dropout generators), so rounds match `fpgaprune prune`'s
     cfg = config_from_args(args)
     cfg = replace(cfg, prune=replace(cfg.prune, mode="gradual", max_accuracy_drop=1.0,
                                      budget_splits=["validation", "training"]))
