@@ -148,9 +148,9 @@ def prune_gradual(
     The budget holds on each of `prune.budget_splits` (validation, training) against the
     baseline's accuracy there. Validation accuracy on a few hundred images is noisy, so up to
     `prune.patience` rounds of a group over budget in a row are tolerated (pruning continues
-    from them); the model returned is
-    always the last one within budget; `summary["ranked_norms"]` holds the magnitudes its masks
-    were ranked from (the previous round's model). Each round is seeded by (seed, round) alone. With
+    from them); the model returned is always the last one within budget;
+    `summary["ranked_norms"]` holds the magnitudes its masks were ranked from (the previous
+    round's model). Each round is seeded by (seed, round) alone. With
     `checkpoint_dir`, every epoch and every finished round is saved; `resume` continues from
     the last of them and ends where an uninterrupted run would.
     """
