@@ -105,15 +105,15 @@ def pruning_warnings(total: dict[str, int], pruned: dict[str, int], mode: str, f
 def check_selection(run: Run, cfg: Config, options: Options, planned: set[str]):
     """What analyze and prune read: the mask spec, the layer names, the data (returned)."""
     from ..analysis.kernels import check_layers
+    from ..training.gradual import check_validation_split
 
     model = model_for_checks(run, cfg)
     refuse_nested(model)
     spec_masks_of(run, cfg, model)
     check_layers(model, cfg.prune.layers)
     data = run.load_data(options.test_data)
-    if cfg.prune.mode == "gradual" and "validation" in cfg.prune.budget_splits and len(data.x_val) == 0:
-        raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget "
-                       "(or prune.budget_splits: [training])")
+    if cfg.prune.mode == "gradual":
+        check_validation_split(cfg.prune, len(data.x_val))
     return data
 
 
@@ -237,7 +237,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
     from ..masks import empty_masks, masks_of, save_masks
     from ..report.text import prune_table
     from ..spec import write_masks
-    from ..training.gradual import prune_gradual
+    from ..training.gradual import BUDGET_SCORES, prune_gradual
     from ..training.retrain import prune_oneshot
 
     baseline_model, _ = run.load("baseline")
@@ -266,8 +266,7 @@ def prune(run: Run, cfg: Config, options: Options) -> StageResult:
                          f"(largest |w| {summary['masked_max_abs']})")
     summary["dataset"] = data.name
     summary["test_dataset"] = data.test_name if len(data.x_test) else None
-    floors = {split: summary.get(f"{key}_floor") for split, key in (("validation", "val_accuracy"),
-                                                                     ("training", "train_accuracy"))}
+    floors = {split: summary.get(f"{key}_floor") for split, (key, _) in BUDGET_SCORES.items()}
     summary["warnings"] = pruning_warnings(summary["kernels_total"], summary["kernels_pruned"], summary["mode"],
                                            {k: v for k, v in floors.items() if v is not None},
                                            summary.get("weights_pruned"))

@@ -205,7 +205,12 @@ def _check_gradual(p: PruneConfig, data: Dataset) -> None:
     if p.budget == "per_layer" and p.select != "fraction":
         raise BadInput("prune.budget: per_layer steps each layer by its own fraction, so select must be 'fraction', "
                        f"not {p.select!r}")
-    if "validation" in p.budget_splits and len(data.x_val) == 0:
+    check_validation_split(p, len(data.x_val))
+
+
+def check_validation_split(p: PruneConfig, n_val: int) -> None:
+    """BadInput when the budget is measured on a validation split that has no images."""
+    if "validation" in p.budget_splits and n_val == 0:
         raise BadInput("data.validation_fraction: gradual pruning needs a validation split to measure its budget "
                        "(or prune.budget_splits: [training])")
 
