@@ -41,9 +41,10 @@ GRADUAL_ROUNDS = 4
 
 
 def prune_config(cfg, fraction: float, epochs: int, **changes):
-    """`cfg` with a prune section that prunes its layers by the fraction of each layer."""
+    """`cfg` with a prune section that prunes its layers by the fraction of each layer (all
+    layers stepped together: the shipped per-layer budget would let each stop on its own)."""
     p = replace(cfg.prune, layers=layers_of(cfg), norm="l1", normalize=False, select="fraction",
-                fraction=fraction, epochs=epochs, **changes)
+                fraction=fraction, epochs=epochs, budget="shared", **changes)
     return replace(cfg, prune=p)
 
 

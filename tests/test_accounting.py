@@ -158,3 +158,18 @@ def test_estimate_without_accounting_says_what_to_run(tmp_path, capsys):
     assert main(["estimate", "--set", "name=est", "--set", f"export.output_dir={tmp_path}/hls"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fpgaprune: error: {project}/accounting.json: no such file; run `make hls` first"]
+
+
+def test_savings_line_names_the_two_cost_models_when_da4ml_priced_a_layer():
+    """The unpruned side is priced by the multiplier rule; a DA layer by da4ml: the line says so."""
+    from fpgaprune.report.text import lut_savings_text
+
+    accounting = {"total": {"lut_equivalents_unpruned": 650_240, "lut_equivalents": 40_380},
+                  "lut_equivalents_ratio": 16.1,
+                  "layers": [{"name": "conv1", "cost_model": "multiplier rule"}]}
+    rule_only = lut_savings_text(accounting, "->")
+    assert rule_only == "LUT-equivalents: 650,240 unpruned -> 40,380 exported (16.1x fewer)"
+    accounting["layers"].append({"name": "fc1", "cost_model": "da4ml"})
+    mixed = lut_savings_text(accounting, "→")
+    assert mixed.startswith("LUT-equivalents: 650,240 unpruned → 40,380 exported (16.1x fewer); ")
+    assert "unpruned by the multiplier rule" in mixed and "by da4ml" in mixed

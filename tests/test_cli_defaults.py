@@ -17,7 +17,7 @@ def test_default_config_is_the_packaged_yaml_from_any_directory(tmp_path, monkey
     monkeypatch.chdir(tmp_path)  # no configs/ here
     cfg = config_from_args(build_parser().parse_args(["analyze"]))
     assert cfg == load_config(REFERENCE_CONFIG)
-    assert cfg.prune.layers == ["conv2"] and cfg.train.epochs == 20  # the YAML's, not the dataclass defaults
+    assert cfg.prune.layers == ["conv2", "fc1", "fc2"] and cfg.train.epochs == 20  # the YAML's, not the defaults
     assert capsys.readouterr().out.strip() == PACKAGED_LINE
     # the repository's configs/mnist_cnn.yaml is the packaged file
     assert (ROOT / "configs" / "mnist_cnn.yaml").read_bytes() == REFERENCE_CONFIG.read_bytes()

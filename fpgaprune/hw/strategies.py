@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import ExportConfig
 from ..errors import BadInput
-from .costs import DA_STRATEGY, da_affordable, da_cost, lut_equivalents, rule_cost
+from .costs import DA, DA_STRATEGY, da_affordable, da_cost, lut_equivalents, rule_cost
 
 AUTO = "auto"
 LATENCY = "Latency"
@@ -101,7 +101,7 @@ def _cheapest(node, hls_model, max_reuse: int) -> Choice:
         if da_affordable(nonzero, w_bits):
             lut = da_cost(node)
             candidates.append({"strategy": DA_STRATEGY, "reuse_factor": 1, "multipliers": 0, "dsp": 0,
-                               "lut": int(round(lut)), "model": "da4ml"})
+                               "lut": int(round(lut)), "model": DA})
         else:
             note = (f"{node.name}: {nonzero:,} non-zero {w_bits}-bit weights are too many to price distributed "
                     "arithmetic in seconds; chose among the other strategies")

@@ -17,7 +17,7 @@ from ..config import config_to_dict
 from . import plots
 from .blocks import details, fmt, heading, note, pre, table
 from .data import BASELINE_RANKED, NOT_RUN, OPTIONAL_STAGES, SMALLEST_ROWS, STAGES, RunData
-from .text import prune_cut
+from .text import lut_savings_text, prune_cut
 
 
 def not_run(what: str, how: str) -> dict:
@@ -275,8 +275,7 @@ def hardware_section(run: RunData, figs) -> list[dict]:
         parts += [heading(backend), note("a → b: unpruned → pruned, read from the exported weight files."),
                   table([*rows, total]), note(f"{savings_text(cut)}. {acc.get('model', '')}")]
         if acc.get("lut_equivalents_ratio"):
-            parts.append(note(f"LUT-equivalents: {total['lut_equivalents_unpruned']:,} unpruned → "
-                              f"{total['lut_equivalents']:,} exported ({acc['lut_equivalents_ratio']:.1f}x fewer)."))
+            parts.append(note(lut_savings_text(acc, "→") + "."))
         parts.extend(note(w) for w in acc.get("warnings", []))
         before = {r["name"]: r["mults_per_image_unpruned"] for r in rows}
         after = {r["name"]: r["mults_per_image"] for r in rows}
