@@ -164,11 +164,6 @@ class PruneConfig:
     # l1 sums |w| (quantization then zeroes more kept weights). Keras-regularizer strengths, e.g. 1e-5.
     group_lasso: float = rule(0.0, min=0.0, max=1.0)
     l1: float = rule(0.0, min=0.0, max=1.0)
-    # Distillation while the pruned model retrains (Hinton et al.): the loss is
-    # (1 - distill) x cross-entropy on the labels + distill x T^2 x cross-entropy against the
-    # unpruned model's predictions, both softened by temperature T (0 = labels alone).
-    distill: float = rule(0.0, min=0.0, max=1.0)
-    distill_temperature: float = rule(4.0, min=1.0, max=100.0)
 
     def validate(self, path: str) -> None:
         if self.select == "threshold" and self.threshold is None:

@@ -19,7 +19,7 @@ from fpgaprune.process import reseed
 from fpgaprune.training import gradual
 from fpgaprune.training.fit import compile_model, make_optimizer
 from fpgaprune.training.gradual import prune_gradual
-from fpgaprune.training.retrain import distillation_loss, fraction_schedule, masked_retrain, prune_oneshot, teacher_targets
+from fpgaprune.training.retrain import fraction_schedule, masked_retrain, prune_oneshot
 
 from .conftest import ROOT, error_lines, run_cli
 
@@ -498,37 +498,3 @@ def test_group_lasso_and_l1_shrink_the_pruned_layers_and_masked_weights_stay_zer
     fc1 = [np.abs(m.get_layer("fc1").kernel.numpy()).mean() for m in (plain, pushed)]
     assert fc1[1] < 0.8 * fc1[0]
     assert masked_max_abs(pushed, masks) == 0.0
-
-
-def test_distillation_targets_and_loss(trained, small_data):
-    """The targets hold the label and the teacher's softened prediction side by side; at weight 0
-    the loss is the labels' cross-entropy, at weight 1 T^2 x the softened cross-entropy."""
-    assert teacher_targets(trained, small_data, PruneConfig()) is None
-    p = PruneConfig(distill=0.5, distill_temperature=4.0)
-    rows = teacher_targets(trained, small_data, p)
-    assert rows.shape == (len(small_data.x_train), 20)
-    assert np.array_equal(np.argmax(rows[:, :10], 1), small_data.y_train)
-    np.testing.assert_allclose(rows[:, 10:].sum(1), 1.0, atol=1e-5)
-    hot = trained.predict(small_data.x_train[:50], verbose=0)
-    # softened: the teacher's top class keeps first place, with less of the mass
-    assert np.array_equal(np.argmax(rows[:50, 10:], 1), np.argmax(hot, 1))
-    assert rows[:50, 10:].max(1).mean() < hot.max(1).mean()
-    y_true, y_pred = tf.constant(rows[:50]), tf.constant(hot)
-    labels_only = tf.keras.losses.categorical_crossentropy(y_true[:, :10], y_pred).numpy()
-    np.testing.assert_allclose(distillation_loss(0.0, 4.0, 10)(y_true, y_pred).numpy(), labels_only, rtol=1e-5)
-    teacher_only = distillation_loss(1.0, 4.0, 10)(y_true, y_pred).numpy()
-    assert teacher_only.min() > 0 and not np.allclose(teacher_only, labels_only)
-
-
-def test_distilled_retraining_keeps_masks_and_learns(trained, small_data):
-    """Pruned with distillation, the masked kernels stay exactly 0.0, accuracy is scored against
-    the labels, and the model comes back compiled for integer labels."""
-    norms = kernel_norms(trained, "l1", layers=["conv2"])["conv2"]
-    masks = {"conv2": norms < np.quantile(norms, 0.7)}
-    cfg = config(layers=["conv2"], epochs=2, distill=0.7)
-    model, summary = prune_oneshot(trained, masks, small_data, cfg, verbose=0)
-    assert masked_max_abs(model, masks) == 0.0 and summary["masked_max_abs"] == 0.0
-    history = summary["history"][1]
-    assert 0.5 < summary["val_accuracy_after"] <= 1.0
-    loss, acc = model.evaluate(small_data.x_val, small_data.y_val, verbose=0)  # integer labels again
-    assert acc == pytest.approx(summary["val_accuracy_after"], abs=1e-6) and history["round"] == 1

@@ -44,24 +44,14 @@ def optimizer_from(cfg: TrainConfig, optimizer: str | None = None, learning_rate
     )
 
 
-def compile_model(model: tf.keras.Model, optimizer, masked: bool = True, loss=None, metrics=None) -> tf.keras.Model:
-    """Compile for integer labels (or the given loss and metrics); `masked` wraps the optimizer
-    so masked gradients are zero."""
+def compile_model(model: tf.keras.Model, optimizer, masked: bool = True) -> tf.keras.Model:
+    """Compile for integer labels; `masked` wraps the optimizer so masked gradients are zero."""
     model.compile(
         optimizer=masked_optimizer(optimizer) if masked else optimizer,
-        loss=loss or tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=metrics or ["accuracy"],
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
     )
     return model
-
-
-def probabilities(outputs: np.ndarray) -> np.ndarray:
-    """A model's outputs as class probabilities (softmax of them where they are logits)."""
-    p = np.asarray(outputs, np.float64)
-    if p.min() < 0 or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-3):
-        p = np.exp(p - p.max(axis=-1, keepdims=True))
-        p /= p.sum(axis=-1, keepdims=True)
-    return p
 
 
 @dataclass

@@ -31,8 +31,8 @@ from ..data import Dataset
 from ..errors import BadInput
 from ..masks import apply_masks, conv_kernel, masks_of
 from ..process import reseed
-from .fit import accuracy, evaluate, probabilities
-from .retrain import _round, fraction_schedule, masked_retrain, prune_summary, teacher_targets
+from .fit import accuracy, evaluate
+from .retrain import _round, fraction_schedule, masked_retrain, prune_summary
 
 SHARED = "all"  # the one group's name under budget: shared
 # prune.budget_splits -> the score each is measured by, and its name in the round lines
@@ -106,7 +106,10 @@ def over_budget(scores: dict, floors: dict[str, float]) -> list[str]:
 
 def val_loss(model: tf.keras.Model, data: Dataset) -> float:
     """Cross-entropy on the validation split: a smoother signal than accuracy on a few hundred images."""
-    p = probabilities(model.predict(data.x_val, batch_size=512, verbose=0))
+    p = np.asarray(model.predict(data.x_val, batch_size=512, verbose=0), np.float64)
+    if p.min() < 0 or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-3):  # logits: make them probabilities
+        p = np.exp(p - p.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
     return float(np.mean(-np.log(np.clip(p[np.arange(len(p)), data.y_val], 1e-7, 1.0))))
 
 
@@ -164,7 +167,6 @@ def prune_gradual(
     saved = (RoundCheckpoint(Path(checkpoint_dir) / "rounds", cfg.model.allow_custom_code)
              if checkpoint_dir is not None else None)
     state = _start_gradual(model, baseline, saved if resume else None, groups)
-    targets = teacher_targets(model, data, p)  # the unpruned model teaches every round
     # disable=None: tqdm draws the bar only on a terminal, so logs get the round lines alone.
     rounds = tqdm(total=sum(map(len, schedules.values())), desc="gradual pruning", unit="round",
                   initial=state.rounds_done, disable=None if progress else True)
@@ -172,8 +174,7 @@ def prune_gradual(
         i = state.rounds_done + 1
         epochs_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"round-{i:04d}"
         closed = _prune_round(state, i, group, groups, schedules, data, cfg, layers, floors,
-                              verbose=verbose, callbacks=callbacks, checkpoint_dir=epochs_dir, resume=resume,
-                              targets=targets)
+                              verbose=verbose, callbacks=callbacks, checkpoint_dir=epochs_dir, resume=resume)
         if progress:
             rounds.write(_round_line(state.history[-1], floors, closed, len(groups) > 1))
         if saved is not None:

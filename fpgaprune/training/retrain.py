@@ -15,7 +15,6 @@ work as in any training.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from ..config import Config, PruneConfig, config_to_dict
 from ..data import Dataset
 from ..masks import apply_masks, masked_max_abs, masks_of
 from ..process import reseed
-from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, probabilities, resolved_optimizer
+from .fit import FitResult, compile_model, evaluate, fit, optimizer_from, resolved_optimizer
 from .regularize import add_sparsity_terms
 
 
@@ -42,48 +41,6 @@ def fraction_schedule(p: PruneConfig) -> list[float]:
     return steps
 
 
-def soften(p, temperature: float):
-    """Class probabilities at a temperature: softmax(log p / T), sharper for T < 1, softer above."""
-    return tf.nn.softmax(tf.math.log(tf.clip_by_value(p, 1e-7, 1.0)) / temperature, axis=-1)
-
-
-def teacher_targets(teacher: tf.keras.Model, data: Dataset, p: PruneConfig) -> np.ndarray | None:
-    """Per training image, [one-hot label, the teacher's softened probabilities] side by side
-    (None without distillation: the labels alone).
-
-    The unpruned model's outputs say how alike it finds an image's classes, not only which is
-    right; softened, that is what the pruned model learns from besides the label.
-    """
-    if p.distill <= 0:
-        return None
-    probs = probabilities(teacher.predict(data.x_train, batch_size=512, verbose=0))
-    soft = soften(tf.constant(probs, tf.float32), p.distill_temperature).numpy()
-    return np.concatenate([np.eye(probs.shape[-1])[data.y_train], soft], axis=1).astype(np.float32)
-
-
-def distillation_loss(weight: float, temperature: float, classes: int):
-    """Keras loss on [label, teacher] rows: (1 - weight) x the labels' cross-entropy + weight x T^2
-    x the cross-entropy of the softened prediction against the teacher's (T^2 keeps its gradient's
-    scale as T grows)."""
-
-    def loss(y_true, y_pred):
-        labels, teacher = y_true[:, :classes], y_true[:, classes:]
-        hard = tf.keras.losses.categorical_crossentropy(labels, y_pred)
-        soft = tf.keras.losses.categorical_crossentropy(teacher, soften(y_pred, temperature))
-        return (1.0 - weight) * hard + weight * temperature**2 * soft
-
-    return loss
-
-
-def label_accuracy(classes: int):
-    """Accuracy against the label half of [label, teacher] rows (named as Keras's own)."""
-
-    def accuracy(y_true, y_pred):
-        return tf.cast(tf.equal(tf.argmax(y_true[:, :classes], -1), tf.argmax(y_pred, -1)), tf.float32)
-
-    return accuracy
-
-
 def masked_retrain(
     model: tf.keras.Model,
     masks: dict[str, np.ndarray],
@@ -96,37 +53,26 @@ def masked_retrain(
     callbacks: list | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-    targets: np.ndarray | None = None,
 ) -> tuple[tf.keras.Model, FitResult]:
     """A copy of `model` with `masks` applied, trained with the masked kernels locked at 0.0.
 
     `seed` fixes the batch order (default: the config's seed). With `checkpoint_dir` every
-    epoch is saved; `resume` continues from the last one. `targets` (from `teacher_targets`)
-    add the teacher's predictions to the training labels (distillation).
+    epoch is saved; `resume` continues from the last one.
     """
     p = cfg.prune
     pruned = apply_masks(model, masks, prune_bias=p.prune_bias)
     if p.l1 or p.group_lasso:  # on every layer being pruned, masked yet or not
         add_sparsity_terms(pruned, sorted({*check_layers(pruned, p.layers), *masks}), l1=p.l1,
                            group_lasso=p.group_lasso)
-    soft = targets is not None
-    classes = targets.shape[-1] // 2 if soft else 0
-    compile_model(pruned, optimizer_from(cfg.train, p.optimizer, p.learning_rate), masked=True,
-                  **({"loss": distillation_loss(p.distill, p.distill_temperature, classes),
-                      "metrics": [label_accuracy(classes)]} if soft else {}))
+    compile_model(pruned, optimizer_from(cfg.train, p.optimizer, p.learning_rate), masked=True)
     epochs = p.epochs if epochs is None else epochs
     if epochs == 0:
         return pruned, FitResult(0, {}, [])
     seed = cfg.seed if seed is None else seed
-    # Validation rows are [label, label]: the validation loss measures against the labels alone.
-    val_rows = np.tile(np.eye(classes)[data.y_val], 2).astype(np.float32) if soft else None
-    fit_data = replace(data, y_train=targets, y_val=val_rows) if soft else data
     result = fit(
-        pruned, fit_data, epochs, cfg.train.batch_size, seed=seed, callbacks=callbacks, verbose=verbose,
+        pruned, data, epochs, cfg.train.batch_size, seed=seed, callbacks=callbacks, verbose=verbose,
         checkpoint_dir=checkpoint_dir, resume=resume,
     )
-    if soft:  # later steps compile and score it for integer labels
-        compile_model(pruned, optimizer_from(cfg.train, p.optimizer, p.learning_rate), masked=True)
     return pruned, result
 
 
@@ -146,8 +92,7 @@ def prune_oneshot(
     baseline = evaluate(model, data)
     reseed(cfg.seed)
     pruned, result = masked_retrain(
-        model, masks, data, cfg, verbose=verbose, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume,
-        targets=teacher_targets(model, data, cfg.prune),
+        model, masks, data, cfg, verbose=verbose, callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume
     )
     after = evaluate(pruned, data)
     all_masks = {**masks_of(pruned), **masks}
