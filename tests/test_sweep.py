@@ -67,6 +67,23 @@ def test_space_parses_ranges_and_choices():
     assert params["export.layer_reuse.fc1"].choices == (1, 2, 4)
 
 
+def test_a_trial_prunes_a_dense_layer_by_its_own_fraction():
+    """prune.layer_fraction.fc1 masks that share of fc1's weights, smallest |w| first, beside conv2's kernels."""
+    import numpy as np
+
+    from fpgaprune.config import ModelConfig, PruneConfig
+    from fpgaprune.models import build_reference_cnn
+    from fpgaprune.sweep.trial import trial_masks
+
+    model = build_reference_cnn(ModelConfig(**TINY))
+    masks = trial_masks(model, PruneConfig(), {"prune.layer_fraction.conv2": 0.5, "prune.layer_fraction.fc1": 0.75})
+    assert set(masks) == {"conv2", "fc1"}
+    fc1 = np.abs(model.get_layer("fc1").get_weights()[0])
+    assert masks["fc1"].shape == fc1.shape and masks["fc1"].sum() == int(np.ceil(0.75 * fc1.size))
+    assert fc1[masks["fc1"]].max() <= fc1[~masks["fc1"]].min()
+    assert masks["conv2"].sum() == int(np.ceil(0.5 * masks["conv2"].size))
+
+
 @pytest.mark.parametrize("space, words", [
     ({"prune.fraction": {"low": 0.9, "high": 0.5}}, "low 0.9 must be below high 0.5"),
     ({"prune.fraction": [0.5]}, "nothing to search"),

@@ -86,9 +86,10 @@ def trial_masks(baseline, prune, values: dict) -> dict:
     trial's prune.norm and prune.normalize)."""
     from ..analysis.kernels import kernel_norms, propose
 
-    norms = kernel_norms(baseline, prune.norm, prune.normalize)
+    chosen = layer_values(values)
+    norms = kernel_norms(baseline, prune.norm, prune.normalize, layers=[layer for _, layer in chosen])  # Dense too
     masks = {}
-    for (kind, layer), value in sorted(layer_values(values).items()):
+    for (kind, layer), value in sorted(chosen.items()):
         select = "fraction" if kind == "layer_fraction" else "threshold"
         masks.update(propose(norms, select, fraction=value, threshold=value, layers=[layer]))
     return masks
