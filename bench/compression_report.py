@@ -169,7 +169,7 @@ def update_results_md(path: Path, block: str) -> None:
 # --- the hardware-cost axis (issue 16): reduced, quantized, priced designs -------------------
 
 LUT_LEVELS = (0.1, 0.3, 1.0)  # accuracy levels: within this many points of the unpruned design
-DEFAULT_METHOD = "kernel-gradual"  # what `fpgaprune prune` does with the shipped config's prune mode
+DEFAULT_METHOD = "kernel-gradual-gl"  # the reference config's prune: gradual, L1 kernel ranking, group lasso 1e-4
 
 
 def lut_markers(network: str) -> tuple[str, str]:
