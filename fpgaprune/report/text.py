@@ -143,8 +143,8 @@ def lut_savings_text(accounting: dict, arrow: str) -> str:
     unpruned layer several times below the rule too, so the ratio is then not like for like.
     """
     total = accounting["total"]
-    text = (f"LUT-equivalents: {total['lut_equivalents_unpruned']:,} unpruned -> {total['lut_equivalents']:,} "
-            f"exported ({accounting['lut_equivalents_ratio']:.1f}x fewer)").replace("->", arrow)
+    text = (f"LUT-equivalents: {total['lut_equivalents_unpruned']:,} unpruned {arrow} {total['lut_equivalents']:,} "
+            f"exported ({accounting['lut_equivalents_ratio']:.1f}x fewer)")
     if any(row.get("cost_model") == DA for row in accounting.get("layers", [])):
         text += ("; unpruned by the multiplier rule, distributed-arithmetic layers by da4ml, which prices "
                  "unpruned layers lower as well, so the same-model ratio is smaller")
